@@ -1,0 +1,32 @@
+"""The ``warpstore`` command line (Click)."""
+
+from __future__ import annotations
+
+import click
+
+from warpstore import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="warpstore")
+def cli() -> None:
+    """Move data between the tasks of HPC and distributed Python workflows by reference."""
+
+
+@cli.command()
+@click.option("--size-mib", default=8, show_default=True, help="Size of the demo array.")
+@click.option(
+    "--store-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Use a FileConnector in this directory (default: a temporary one).",
+)
+def demo(size_mib: int, store_dir: str | None) -> None:
+    """Pass a numpy array between two processes by reference, on this machine, no server."""
+    from warpstore.demo import run_demo
+
+    run_demo(size_mib=size_mib, store_dir=store_dir, echo=click.echo)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()

@@ -1,0 +1,222 @@
+"""Object <-> bytes, with fast paths that never pickle.
+
+Every serialized message starts with a one-byte format tag:
+
+========  =====================================================================
+tag       body
+========  =====================================================================
+``b'B'``  raw bytes (``bytes``, ``bytearray``, ``memoryview``); comes back as
+          ``bytes``
+``b'S'``  UTF-8 text of a ``str``
+``b'N'``  numpy array: ``u32`` header length, the ``.npy`` header dict
+          (``descr``, ``fortran_order``, ``shape``; parsed with
+          ``ast.literal_eval``, never eval/pickle), then the raw buffer
+``b'P'``  pickle protocol 5: ``u32`` buffer count, ``u64`` length of the
+          pickle stream and of each out-of-band buffer, the pickle stream,
+          then the buffers. cloudpickle output uses the same tag (it is
+          loadable by ``pickle``), it is only tried when pickle refuses.
+========  =====================================================================
+
+The result is one writable buffer (a ``bytearray``, or for large messages a
+``memoryview`` of uninitialised memory): it is written once (one copy of the data) and,
+being writable, lets :func:`deserialize` hand back numpy arrays that are
+zero-copy views of it. When given a read-only buffer (``bytes`` from Redis, for
+example) :func:`deserialize` copies once so that what the user gets back is
+always a writable, independent object, as with ``pickle.loads``.
+
+Pickle data is only ever loaded from a connector the user configured (a file
+they own, their Redis, an authenticated server); the network servers in
+:mod:`warpstore.server` never unpickle anything.
+"""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from warpstore.exceptions import SerializationError
+
+__all__ = [
+    "BytesLike",
+    "Deserializer",
+    "Serializer",
+    "deserialize",
+    "serialize",
+]
+
+BytesLike = bytes | bytearray | memoryview
+Serializer = Callable[[Any], BytesLike]
+Deserializer = Callable[[BytesLike], Any]
+
+_BYTES = b"B"
+_STR = b"S"
+_NUMPY = b"N"
+_PICKLE = b"P"
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+_LARGE = 1 << 20
+
+
+def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
+    """Copy ``parts`` into one writable buffer, touching each byte once.
+
+    ``bytearray(n)`` zero-fills before we overwrite it: for large messages an
+    uninitialised numpy buffer halves the cost (measured: 100 MiB in 28 ms vs
+    58 ms here), so it is used whenever numpy is already loaded.
+    """
+    total = sum(memoryview(p).nbytes for p in parts)
+    np = _numpy_module()
+    out: bytearray | memoryview
+    if np is not None and total >= _LARGE:
+        out = memoryview(np.empty(total, dtype=np.uint8))
+    else:
+        out = bytearray(total)
+    view = out if isinstance(out, memoryview) else memoryview(out)
+    pos = 0
+    for p in parts:
+        m = memoryview(p).cast("B") if not isinstance(p, bytes | bytearray) else p
+        n = len(m)
+        view[pos : pos + n] = m
+        pos += n
+    return out
+
+
+def _numpy_module() -> Any:
+    # numpy is optional: only look it up if the caller already imported it,
+    # so serializing a str never pays numpy's import time.
+    return sys.modules.get("numpy")
+
+
+def _serialize_numpy(np: Any, arr: Any) -> bytearray | memoryview | None:
+    if arr.dtype.hasobject:
+        return None  # object arrays hold references: pickle them
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    header = np.lib.format.header_data_from_array_1_0(arr)
+    header_bytes = repr(header).encode("ascii")
+    data = arr.reshape(-1, order="F" if header["fortran_order"] else "C").view(np.uint8)
+    return _assemble([_NUMPY, _U32.pack(len(header_bytes)), header_bytes, data.data])
+
+
+def _deserialize_numpy(view: memoryview) -> Any:
+    import numpy as np
+
+    (hlen,) = _U32.unpack_from(view, 1)
+    start = 1 + _U32.size
+    header = ast.literal_eval(bytes(view[start : start + hlen]).decode("ascii"))
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise SerializationError(f"malformed numpy header: {header!r}")
+    dtype = np.lib.format.descr_to_dtype(header["descr"])
+    shape = tuple(header["shape"])
+    data = view[start + hlen :]
+    count = 1
+    for dim in shape:
+        count *= dim
+    if data.nbytes != count * dtype.itemsize:
+        raise SerializationError(
+            f"numpy payload has {data.nbytes} bytes, header says {count * dtype.itemsize}"
+        )
+    if data.readonly:
+        data = memoryview(bytearray(data))
+    flat = np.frombuffer(data, dtype=dtype, count=count)
+    order = "F" if header["fortran_order"] else "C"
+    return flat.reshape(shape, order=order)
+
+
+def _serialize_pickle(obj: Any) -> bytearray | memoryview:
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as pickle_error:
+        buffers = []
+        try:
+            import cloudpickle
+
+            stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        except Exception as e:
+            raise SerializationError(
+                f"cannot serialize object of type {type(obj).__module__}."
+                f"{type(obj).__qualname__}: {type(e).__name__}: {e} "
+                f"(pickle said: {pickle_error})"
+            ) from e
+    raws = [b.raw() for b in buffers]
+    lengths = b"".join(_U64.pack(len(r)) for r in [memoryview(stream), *raws])
+    return _assemble([_PICKLE, _U32.pack(len(raws)), lengths, stream, *raws])
+
+
+def _deserialize_pickle(view: memoryview) -> Any:
+    (nbuf,) = _U32.unpack_from(view, 1)
+    pos = 1 + _U32.size
+    lengths = [_U64.unpack_from(view, pos + i * _U64.size)[0] for i in range(nbuf + 1)]
+    pos += (nbuf + 1) * _U64.size
+    if pos + sum(lengths) != view.nbytes:
+        raise SerializationError(
+            f"pickle payload has {view.nbytes} bytes, its table says {pos + sum(lengths)}"
+        )
+    if nbuf and view.readonly:
+        # Out-of-band buffers become arrays that alias the message: make them
+        # writable and independent of the caller's (possibly shared) buffer.
+        view = memoryview(bytearray(view))
+    stream = view[pos : pos + lengths[0]]
+    pos += lengths[0]
+    buffers = []
+    for n in lengths[1:]:
+        buffers.append(view[pos : pos + n])
+        pos += n
+    return pickle.loads(stream, buffers=buffers)
+
+
+def serialize(obj: Any) -> bytearray | memoryview:
+    """Turn ``obj`` into bytes, with no pickling for bytes, str and numpy arrays.
+
+    Raises:
+        SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
+            the message names its type.
+    """
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return _assemble([_BYTES, obj])
+    if type(obj) is str:
+        return _assemble([_STR, obj.encode("utf-8", "surrogatepass")])
+    np = _numpy_module()
+    if np is not None and type(obj) is np.ndarray:
+        out = _serialize_numpy(np, obj)
+        if out is not None:
+            return out
+    return _serialize_pickle(obj)
+
+
+def deserialize(data: BytesLike) -> Any:
+    """Inverse of :func:`serialize`.
+
+    Raises:
+        SerializationError: on empty, truncated or unknown data.
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B")
+    if view.nbytes == 0:
+        raise SerializationError("cannot deserialize an empty buffer")
+    tag = bytes(view[:1])
+    try:
+        if tag == _BYTES:
+            return bytes(view[1:])
+        if tag == _STR:
+            return str(view[1:], "utf-8", "surrogatepass")
+        if tag == _NUMPY:
+            return _deserialize_numpy(view)
+        if tag == _PICKLE:
+            return _deserialize_pickle(view)
+    except SerializationError:
+        raise
+    except Exception as e:
+        raise SerializationError(
+            f"cannot deserialize {view.nbytes} bytes of format {tag!r}: {type(e).__name__}: {e}"
+        ) from e
+    raise SerializationError(f"unknown serialization format tag {tag!r} ({view.nbytes} bytes)")
