@@ -127,7 +127,7 @@ def _deserialize_numpy(view: memoryview) -> Any:
         data = memoryview(bytearray(data))
     flat = np.frombuffer(data, dtype=dtype, count=count)
     order = "F" if header["fortran_order"] else "C"
-    return flat.reshape(shape, order=order)
+    return flat.reshape(shape, order=order)  # type: ignore[call-overload]
 
 
 def _serialize_pickle(obj: Any) -> bytearray | memoryview:

@@ -9,6 +9,7 @@ however many writers there are.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -64,10 +65,8 @@ class FileConnector:
         return cls(**config)
 
     def evict(self, key: FileKey) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self._path(key))
-        except FileNotFoundError:
-            pass
 
     def exists(self, key: FileKey) -> bool:
         return os.path.exists(self._path(key))
@@ -122,10 +121,8 @@ class FileConnector:
                     written += f.write(view[written:]) or 0
             os.replace(tmp, path)
         except OSError as e:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
-            except OSError:
-                pass
             size = memoryview(obj).nbytes
             where = f"{path} on {socket.gethostname()}"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):

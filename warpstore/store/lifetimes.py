@@ -23,7 +23,7 @@ __all__ = ["ContextLifetime", "LeaseLifetime", "Lifetime"]
 class ContextLifetime:
     """Evicts every object attached to it when closed (or at the end of a ``with``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store[Any]) -> None:
         self.store = store
         self._keys: list[Any] = []
         self._lock = threading.Lock()
@@ -65,7 +65,7 @@ class ContextLifetime:
 class LeaseLifetime(ContextLifetime):
     """A lifetime that ends by itself ``expiry`` seconds from now unless extended."""
 
-    def __init__(self, store: Store, expiry: float) -> None:
+    def __init__(self, store: Store[Any], expiry: float) -> None:
         super().__init__(store)
         self._deadline = time.monotonic() + expiry
         self._timer: threading.Timer | None = None

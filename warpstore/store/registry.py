@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = ["get_or_create_store", "get_store", "register_store", "unregister_store"]
 
-_stores: dict[str, Store] = {}
+_stores: dict[str, Store[Any]] = {}
 _lock = threading.RLock()
 
 
-def register_store(store: Store, *, exist_ok: bool = False) -> None:
+def register_store(store: Store[Any], *, exist_ok: bool = False) -> None:
     """Make ``store`` findable by name in this process."""
     with _lock:
         existing = _stores.get(store.name)
@@ -33,7 +33,7 @@ def register_store(store: Store, *, exist_ok: bool = False) -> None:
         _stores[store.name] = store
 
 
-def get_store(name: str) -> Store | None:
+def get_store(name: str) -> Store[Any] | None:
     """Return the registered store called ``name``, or ``None``."""
     with _lock:
         return _stores.get(name)
@@ -45,7 +45,7 @@ def unregister_store(name: str) -> None:
         _stores.pop(name, None)
 
 
-def get_or_create_store(config: dict[str, Any]) -> Store:
+def get_or_create_store(config: dict[str, Any]) -> Store[Any]:
     """Return the registered store of ``config['name']``, building it once if needed."""
     from warpstore.store.base import Store
 

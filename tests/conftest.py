@@ -1,0 +1,76 @@
+"""Shared fixtures: a real redis-server, and connectors to run tests against."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from warpstore.connectors.file import FileConnector
+from warpstore.connectors.local import LocalConnector
+from warpstore.connectors.redis import RedisConnector
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[tuple[str, int]]:
+    """A real redis-server on a free loopback port for the whole session."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed: run `bash tests/run.sh` (it installs it)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="warpstore-redis-")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield ("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+ConnectorMaker = Callable[[], Any]
+
+
+@pytest.fixture(params=["local", "file", "redis"])
+def connector(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """Each connector of the foundation, ready to use."""
+    if request.param == "local":
+        c: Any = LocalConnector()
+    elif request.param == "file":
+        c = FileConnector(tmp_path / "store")
+    else:
+        host, port = request.getfixturevalue("redis_server")
+        c = RedisConnector(host, port, prefix=f"test-{os.getpid()}-{time.monotonic_ns()}:")
+    yield c
+    c.close()

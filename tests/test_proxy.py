@@ -1,0 +1,241 @@
+"""Proxies behave like their targets and travel by reference."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from warpstore.proxy import (
+    Proxy,
+    ProxyLocker,
+    ProxyResolveError,
+    extract,
+    get_factory,
+    is_resolved,
+    resolve,
+    resolve_async,
+)
+
+
+class CountingFactory:
+    """A picklable factory that counts how often it ran (in this process)."""
+
+    calls = 0
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self) -> Any:
+        type(self).calls += 1
+        return self.value
+
+
+class Box:
+    def __init__(self) -> None:
+        self.x = 1
+        self.entered = False
+
+    def __enter__(self) -> Box:
+        self.entered = True
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.entered = False
+
+
+def test_isinstance_and_type() -> None:
+    p = Proxy(lambda: [1, 2, 3])
+    assert isinstance(p, list)
+    assert isinstance(p, Proxy)
+    assert type(p) is Proxy
+
+
+@pytest.mark.parametrize(
+    "op",
+    [operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
+     operator.mod, operator.pow, operator.lt, operator.le, operator.eq, operator.ne,
+     operator.gt, operator.ge, operator.and_, operator.or_, operator.xor,
+     operator.lshift, operator.rshift],
+)
+def test_binary_operators_both_sides(op: Any) -> None:
+    assert op(Proxy(lambda: 12), 5) == op(12, 5)
+    assert op(12, Proxy(lambda: 5)) == op(12, 5)
+
+
+def test_unary_and_inplace() -> None:
+    p = Proxy(lambda: 3)
+    assert -p == -3 and +p == 3 and abs(Proxy(lambda: -3)) == 3 and ~p == ~3
+    q = Proxy(lambda: [1])
+    q += [2]
+    assert q == [1, 2]
+
+
+def test_container_protocols() -> None:
+    d = {"a": 1, "b": 2}
+    p = Proxy(lambda: d)
+    assert len(p) == 2
+    assert list(iter(p)) == ["a", "b"]
+    assert "a" in p
+    assert p["b"] == 2
+    p["c"] = 3
+    assert d["c"] == 3
+    del p["a"]
+    assert "a" not in d
+    assert hash(Proxy(lambda: "key")) == hash("key")
+    assert {Proxy(lambda: "key"): 1}["key"] == 1
+
+
+def test_attributes_and_context_manager() -> None:
+    box = Box()
+    p = Proxy(lambda: box)
+    p.y = 5
+    assert box.y == 5  # type: ignore[attr-defined]
+    del p.y
+    assert not hasattr(box, "y")
+    with p as inner:
+        assert inner.entered
+    assert not box.entered
+
+
+def test_numpy_interop() -> None:
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    p = Proxy(lambda: a)
+    assert np.sum(p) == 15
+    assert np.array_equal(np.add(p, 1), a + 1)
+    assert np.array_equal(p @ np.ones(3), a @ np.ones(3))
+    assert np.shares_memory(np.asarray(p), a)
+    assert np.array_equal(np.sqrt(p), np.sqrt(a))
+    assert p.shape == (2, 3)
+
+
+def test_repr_does_not_resolve() -> None:
+    p = Proxy(CountingFactory(1))
+    text = repr(p)
+    assert "CountingFactory" in text
+    assert not is_resolved(p)
+    resolve(p)
+    assert "wrapping int" in repr(p)
+
+
+_BIG: dict[str, Any] = {}
+
+
+class NamedFactory:
+    """Carries only a name; the target lives in a module-level table."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> Any:
+        return _BIG[self.name]
+
+
+def test_pickle_is_by_reference_and_stays_unresolved() -> None:
+    _BIG["a"] = np.zeros(100 * 1024 * 1024 // 8)
+    p = Proxy(NamedFactory("a"))
+    assert np.sum(p) == 0  # resolved here: the 100 MB target is in the proxy
+    assert is_resolved(p)
+    blob = pickle.dumps(p)
+    assert len(blob) < 500  # the factory only, never the target
+    q = pickle.loads(blob)
+    assert isinstance(get_factory(q), NamedFactory)
+    assert not is_resolved(q)
+    assert q.shape == (100 * 1024 * 1024 // 8,)
+    assert is_resolved(q)
+    # an unresolved proxy stays unresolved through a round trip too
+    r = pickle.loads(pickle.dumps(Proxy(NamedFactory("a"))))
+    assert not is_resolved(r)
+
+
+def test_pickled_size_of_unresolved_store_proxy(tmp_path: Any) -> None:
+    from warpstore.connectors.file import FileConnector
+    from warpstore.store import Store
+
+    with Store("pickle-size", FileConnector(tmp_path)) as store:
+        p = store.proxy(np.ones(100 * 1024 * 1024 // 8))
+        blob = pickle.dumps(p)
+        assert len(blob) < 1000
+        q = pickle.loads(blob)
+        assert not is_resolved(q)
+        assert float(np.sum(q)) == 100 * 1024 * 1024 // 8
+
+
+def test_helpers() -> None:
+    factory = CountingFactory([1, 2])
+    p = Proxy(factory)
+    assert get_factory(p) is factory
+    assert not is_resolved(p)
+    assert extract(p) == [1, 2] and type(extract(p)) is list
+    assert is_resolved(p)
+
+
+def test_resolve_async_overlaps_and_resolves_once() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls = []
+
+    def slow() -> str:
+        calls.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+        return "done"
+
+    p = Proxy(slow)
+    resolve_async(p)
+    assert started.wait(10)  # the fetch began in the background before first use
+    assert not is_resolved(p)
+    release.set()
+    assert p == "done"
+    assert calls == ["warpstore-resolve"]
+    resolve_async(p)  # already resolved: nothing more happens
+    assert len(calls) == 1
+
+
+def test_resolve_async_failure_surfaces_on_use() -> None:
+    def boom() -> None:
+        raise KeyError("nope")
+
+    p = Proxy(boom)
+    resolve_async(p)
+    with pytest.raises(ProxyResolveError, match="KeyError"):
+        resolve(p)
+
+
+def test_failed_factory_raises_and_can_be_retried() -> None:
+    attempts = []
+
+    def flaky() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("server down")
+        return 42
+
+    p = Proxy(flaky)
+    with pytest.raises(ProxyResolveError, match="server down"):
+        p + 1
+    assert not is_resolved(p)
+    assert p + 1 == 43
+
+
+def test_non_callable_factory_is_rejected() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        Proxy(42)  # type: ignore[arg-type]
+
+
+def test_proxy_locker() -> None:
+    factory = CountingFactory("x")
+    locked = ProxyLocker(Proxy(factory))
+    with pytest.raises(AttributeError, match="unlock"):
+        locked.upper()  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        locked.foo = 1  # type: ignore[attr-defined]
+    restored = pickle.loads(pickle.dumps(locked))
+    assert isinstance(restored, ProxyLocker)
+    p = restored.unlock()
+    assert not is_resolved(p)
+    assert p.upper() == "X"
