@@ -74,7 +74,9 @@ def main() -> None:
     ]
 
     factory = lambda: obj  # noqa: E731
-    rows.append(("proxy creation", f"{per_call_ns(lambda: Proxy(factory), 50_000, args.repeat):.0f} ns", ""))
+    rows.append(
+        ("proxy creation", f"{per_call_ns(lambda: Proxy(factory), 50_000, args.repeat):.0f} ns", "")
+    )
 
     with Store("bench", LocalConnector(), cache_size=0) as store:
         key = store.put(np.arange(1024.0))
@@ -83,8 +85,11 @@ def main() -> None:
             resolve(store.proxy_from_key(key))
 
         rows.append(
-            ("first resolve, LocalConnector, 8 KiB array",
-             f"{per_call_ns(first_resolve, 2000, args.repeat) / 1e3:.1f} us", "")
+            (
+                "first resolve, LocalConnector, 8 KiB array",
+                f"{per_call_ns(first_resolve, 2000, args.repeat) / 1e3:.1f} us",
+                "",
+            )
         )
 
     size = args.size_mib * 1024 * 1024
@@ -99,20 +104,26 @@ def main() -> None:
             )
 
     ws = median_s(lambda: deserialize(serialize(array)), args.repeat)
-    pk = median_s(
-        lambda: pickle.loads(pickle.dumps(array, protocol=5)), args.repeat
-    )
+    pk = median_s(lambda: pickle.loads(pickle.dumps(array, protocol=5)), args.repeat)
     mib = size / 2**20
     rows += [
-        (f"serialize+deserialize {args.size_mib} MiB, pickle 5 in-band",
-         f"{pk * 1e3:.1f} ms", f"{mib / pk:.0f} MiB/s"),
-        (f"serialize+deserialize {args.size_mib} MiB, warpstore",
-         f"{ws * 1e3:.1f} ms", f"{mib / ws:.0f} MiB/s, {pk / ws:.1f}x pickle (goal >= 2x)"),
+        (
+            f"serialize+deserialize {args.size_mib} MiB, pickle 5 in-band",
+            f"{pk * 1e3:.1f} ms",
+            f"{mib / pk:.0f} MiB/s",
+        ),
+        (
+            f"serialize+deserialize {args.size_mib} MiB, warpstore",
+            f"{ws * 1e3:.1f} ms",
+            f"{mib / ws:.0f} MiB/s, {pk / ws:.1f}x pickle (goal >= 2x)",
+        ),
     ]
 
     width = max(len(r[0]) for r in rows)
-    print(f"warpstore proxy overhead (python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"medians of {args.repeat})")
+    print(
+        f"warpstore proxy overhead (python {sys.version.split()[0]}, numpy {np.__version__}, "
+        f"medians of {args.repeat})"
+    )
     print(f"{'measure':<{width}}  {'value':>12}  note")
     print("-" * (width + 50))
     for name, value, note in rows:

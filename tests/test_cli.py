@@ -26,7 +26,9 @@ def test_help_lists_commands() -> None:
 def test_demo_runs_as_installed_console_script() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "warpstore", "demo", "--size-mib", "2"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "demo OK" in proc.stdout

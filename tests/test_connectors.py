@@ -15,8 +15,12 @@ import pytest
 
 from tests.conftest import free_port
 from warpstore.connectors.file import FileConnector, FileKey
-from warpstore.connectors.protocols import Connector, DeferrableConnector, connector_from_path
-from warpstore.connectors.protocols import connector_path
+from warpstore.connectors.protocols import (
+    Connector,
+    DeferrableConnector,
+    connector_from_path,
+    connector_path,
+)
 from warpstore.connectors.redis import RedisConnector, RedisKey
 from warpstore.exceptions import ConnectorConnectionError, ConnectorError, StoreFullError
 
@@ -88,9 +92,7 @@ def _writer(store_dir: str, name: str, fill: int, rounds: int) -> None:
 
 def test_file_many_writers_never_tear(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_writer, args=(str(tmp_path), "same", i, 30)) for i in range(4)
-    ]
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), "same", i, 30)) for i in range(4)]
     for p in procs:
         p.start()
     reader = FileConnector(tmp_path)
@@ -129,7 +131,8 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
     try:
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot mount a tmpfs here ({e}); needs root")

@@ -57,10 +57,26 @@ def test_isinstance_and_type() -> None:
 
 @pytest.mark.parametrize(
     "op",
-    [operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
-     operator.mod, operator.pow, operator.lt, operator.le, operator.eq, operator.ne,
-     operator.gt, operator.ge, operator.and_, operator.or_, operator.xor,
-     operator.lshift, operator.rshift],
+    [
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.floordiv,
+        operator.mod,
+        operator.pow,
+        operator.lt,
+        operator.le,
+        operator.eq,
+        operator.ne,
+        operator.gt,
+        operator.ge,
+        operator.and_,
+        operator.or_,
+        operator.xor,
+        operator.lshift,
+        operator.rshift,
+    ],
 )
 def test_binary_operators_both_sides(op: Any) -> None:
     assert op(Proxy(lambda: 12), 5) == op(12, 5)

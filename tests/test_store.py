@@ -21,9 +21,9 @@ from warpstore.store import (
     StoreFactory,
     get_store,
     register_store,
+    registry,
     unregister_store,
 )
-from warpstore.store import registry
 
 
 @pytest.fixture
