@@ -1,0 +1,116 @@
+"""Run one node server in the foreground until told to stop.
+
+This is what ``warpstore server start --foreground`` (and every elastic spawn)
+runs. It binds, records itself in the node's ``server.json`` (only once it can
+serve), serves until SIGTERM/SIGINT or an authenticated SHUTDOWN request, then
+writes ``report.json`` (what it held and served) and removes ``server.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from warpstore.server.runtime import (
+    default_address,
+    file_lock,
+    job_id,
+    load_token,
+    node_dir,
+    node_name,
+    read_json,
+    write_json_atomic,
+)
+from warpstore.server.spawn import find_server
+from warpstore.units import format_size
+
+__all__ = ["run_server"]
+
+logger = logging.getLogger("warpstore.server")
+
+
+def _setup_logging(node: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("WARPSTORE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s [{node} pid {os.getpid()}] %(name)s: %(message)s",
+    )
+
+
+def run_server(
+    transport: str = "zmq",
+    *,
+    address: str | None = None,
+    interface: str | None = None,
+    port: int | None = None,
+    token_file: str | None = None,
+    memory_limit: int | None = None,
+    runtime_dir: str | None = None,
+) -> dict[str, Any]:
+    """Serve until stopped; return the final status (also written to ``report.json``)."""
+    node = node_name()
+    _setup_logging(node)
+    if transport != "zmq":
+        raise ValueError(f"unknown server transport {transport!r} (available: zmq)")
+    from warpstore.server.zmq_server import ZMQServer
+
+    token, token_path = load_token(token_file=token_file, root=runtime_dir)
+    directory = node_dir(transport, runtime_dir)
+    ip = default_address(address, interface)
+    server = ZMQServer(token, ip, port, node, memory_limit)
+    info_path = directory / "server.json"
+    info = {
+        "address": server.address,
+        "pid": os.getpid(),
+        "node": node,
+        "job": job_id(),
+        "transport": transport,
+        "token_file": token_path,
+        "memory_limit": memory_limit,
+        "started": time.time(),
+        "log": str(directory / "server.log"),
+    }
+    with file_lock(directory / "server.json.lock"):
+        running = find_server(directory)
+        if running is not None and running.get("pid") != os.getpid():
+            server.close()
+            raise RuntimeError(
+                f"a {transport} server is already running on node {node}: "
+                f"{running.get('address')} (pid {running.get('pid')})"
+            )
+        write_json_atomic(info_path, info)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: stopping", signal.Signals(signum).name)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    limit = "no limit" if memory_limit is None else format_size(memory_limit)
+    logger.info("serving at %s (job %s, memory limit %s)", server.address, job_id(), limit)
+    try:
+        server.serve()
+    finally:
+        status = server.core.status()
+        server.close()
+        current = read_json(info_path)
+        if current is not None and current.get("pid") == os.getpid():
+            Path(info_path).unlink(missing_ok=True)
+        write_json_atomic(directory / "report.json", {**info, "final": status})
+        logger.info(
+            "stopped %s: held %d objects (%s), served %d requests %s, in %s, out %s, errors %s",
+            server.address,
+            status["objects"],
+            format_size(status["bytes"]),
+            status["requests_total"],
+            json.dumps(status["requests"]),
+            format_size(status["bytes_in"]),
+            format_size(status["bytes_out"]),
+            json.dumps(status["errors"]),
+        )
+    return status

@@ -1,0 +1,187 @@
+"""Find this node's server, or start one: elastic, race-free, detached.
+
+The first process on a node that needs a server starts it; every other one
+connects to it. A ``flock`` on the node's ``server.lock`` makes "check, then
+spawn" atomic across processes, so eight tasks starting at the same moment
+end up with exactly one server. The server runs in its own session, so it
+outlives the task that started it (its data must survive the task's exit);
+the job's teardown or ``warpstore server stop`` ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from warpstore.exceptions import ConnectorConnectionError
+from warpstore.server.runtime import file_lock, node_dir, node_name, pid_alive, read_json
+
+__all__ = ["ServerSettings", "ensure_server", "find_server", "spawn_server", "stop_server"]
+
+logger = logging.getLogger(__name__)
+
+ServerInfo = dict[str, Any]
+Ping = Callable[[ServerInfo], bool]
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+class ServerSettings:
+    """How to start a server on this node if none is running."""
+
+    def __init__(
+        self,
+        transport: str = "zmq",
+        *,
+        address: str | None = None,
+        interface: str | None = None,
+        port: int | None = None,
+        token_file: str | None = None,
+        memory_limit: int | None = None,
+        runtime_dir: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.address = address
+        self.interface = interface
+        self.port = port
+        self.token_file = token_file
+        self.memory_limit = memory_limit
+        self.runtime_dir = runtime_dir
+        self.extra_args = extra_args or []
+
+    def directory(self) -> Path:
+        return node_dir(self.transport, self.runtime_dir)
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "warpstore",
+            "server",
+            "start",
+            "--foreground",
+            "--transport",
+            self.transport,
+        ]
+        if self.address:
+            cmd += ["--address", self.address]
+        if self.interface:
+            cmd += ["--interface", self.interface]
+        if self.port:
+            cmd += ["--port", str(self.port)]
+        if self.token_file:
+            cmd += ["--token-file", self.token_file]
+        if self.memory_limit is not None:
+            cmd += ["--memory-limit", str(self.memory_limit)]
+        if self.runtime_dir:
+            cmd += ["--runtime-dir", self.runtime_dir]
+        return cmd + self.extra_args
+
+
+def find_server(directory: Path, ping: Ping | None = None) -> ServerInfo | None:
+    """The running server recorded in ``directory``, or ``None`` (stale files are ignored)."""
+    info = read_json(directory / "server.json")
+    if info is None or not pid_alive(int(info.get("pid", 0))):
+        return None
+    if ping is not None and not ping(info):
+        return None
+    return info
+
+
+def spawn_server(settings: ServerSettings, timeout: float = 60.0) -> ServerInfo:
+    """Start a detached server and wait until it has written its ``server.json``."""
+    directory = settings.directory()
+    log_path = directory / "server.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            settings.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not killed with the task's process group
+            close_fds=True,
+        )
+    _children.append(proc)  # keep a handle so Python can reap it if it exits early
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_json(directory / "server.json")
+        if info is not None and info.get("pid") == proc.pid:
+            logger.info(
+                "started %s server %s on node %s (pid %s)",
+                settings.transport,
+                info.get("address"),
+                node_name(),
+                proc.pid,
+            )
+            return info
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    else:
+        proc.kill()
+    proc.wait()
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-10:]
+    raise ConnectorConnectionError(
+        f"the {settings.transport} server on node {node_name()} did not start "
+        f"(exit code {proc.returncode}); last lines of {log_path}:\n" + "\n".join(tail)
+    )
+
+
+def ensure_server(
+    settings: ServerSettings, ping: Ping | None = None, spawn: bool = True
+) -> ServerInfo:
+    """This node's server: the running one, or a new one if there is none."""
+    directory = settings.directory()
+    info = find_server(directory, ping)
+    if info is not None:
+        return info
+    with file_lock(directory / "server.lock"):
+        info = find_server(directory, ping)
+        if info is not None:
+            return info
+        if not spawn:
+            raise ConnectorConnectionError(
+                f"no {settings.transport} server is running on node {node_name()} "
+                f"(looked in {directory}) and spawning is disabled"
+            )
+        return spawn_server(settings)
+
+
+def stop_server(
+    info: ServerInfo, request_stop: Callable[[ServerInfo], None] | None, timeout: float = 10.0
+) -> bool:
+    """Stop a server: ask it (authenticated SHUTDOWN), then SIGTERM, then SIGKILL.
+
+    Returns ``True`` once the process is gone.
+    """
+    pid = int(info["pid"])
+    if request_stop is not None:
+        try:
+            request_stop(info)
+        except Exception as e:
+            logger.warning(
+                "shutdown request to %s failed (%s); sending SIGTERM", info.get("address"), e
+            )
+    for sig, wait in ((None, timeout / 2), (signal.SIGTERM, timeout / 2), (signal.SIGKILL, 5)):
+        if sig is not None:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                for child in _children:
+                    if child.pid == pid:
+                        child.wait()
+                return True
+            time.sleep(0.02)
+    return not pid_alive(pid)

@@ -1,0 +1,211 @@
+"""The ZeroMQ transport of the node server.
+
+One ROUTER socket serves every client of the node and of other nodes: each
+client process keeps one persistent DEALER connection per server, so a request
+costs no connection set-up. Frames are received and sent with ``copy=False``:
+a stored object is the very ZeroMQ frame that arrived, and a GET sends that
+frame back out, so a 100 MiB object is never copied inside the server.
+
+The server is single-threaded on purpose: every operation is an O(1) dict
+update, ZeroMQ's I/O thread does the network work, and one thread means no
+locks on the object table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zmq
+
+from warpstore.server.core import Reply, ServerCore
+from warpstore.server.protocol import (
+    HEADER_SIZE,
+    Op,
+    ProtocolError,
+    Status,
+    pack_header,
+    unpack_header,
+)
+
+__all__ = ["ZMQServer", "format_tcp_address"]
+
+logger = logging.getLogger("warpstore.server")
+
+_ZERO_COPY_MIN = 64 * 1024
+
+
+def format_tcp_address(ip: str, port: int) -> str:
+    return f"tcp://[{ip}]:{port}" if ":" in ip else f"tcp://{ip}:{port}"
+
+
+class _RateLimitedLog:
+    """Log a flood of bad messages as a few lines with counts, not one line each."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last = 0.0
+        self.suppressed = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            extra = f" ({self.suppressed} similar messages suppressed)" if self.suppressed else ""
+            logger.warning(msg + extra, *args)
+            self.last = now
+            self.suppressed = 0
+        else:
+            self.suppressed += 1
+
+
+class ZMQServer:
+    """Binds a ROUTER socket and answers requests with a :class:`ServerCore`."""
+
+    def __init__(
+        self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
+    ) -> None:
+        self.token = token
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        bind_ip = f"[{ip}]" if ":" in ip else ip
+        if ":" in ip:
+            self.socket.setsockopt(zmq.IPV6, 1)
+        try:
+            if port:
+                self.socket.bind(f"tcp://{bind_ip}:{port}")
+            else:
+                port = self.socket.bind_to_random_port(f"tcp://{bind_ip}")
+        except zmq.ZMQError as e:
+            self.close()
+            raise OSError(f"cannot bind tcp://{bind_ip}:{port or '*'} on node {node}: {e}") from e
+        self.address = format_tcp_address(ip, port)
+        self.core = ServerCore(self.address, node, memory_limit, transport="zmq")
+        self._bad = _RateLimitedLog()
+        self._stop = False
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler)."""
+        self._stop = True
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+
+    def serve(self, poll_ms: int = 200) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        while not self._stop and not self.core.stopping:
+            try:
+                events = dict(poller.poll(poll_ms))
+            except zmq.ZMQError as e:
+                if e.errno == zmq.EINTR:
+                    continue
+                raise
+            if self.socket not in events:
+                continue
+            # Drain what is ready before polling again.
+            for _ in range(1024):
+                try:
+                    frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._serve_one(frames)
+                if self.core.stopping:
+                    break
+
+    # -- one message --------------------------------------------------------
+
+    def _peer(self, frame: Any) -> str:
+        try:
+            return str(frame.get("Peer-Address"))
+        except Exception:
+            return "unknown peer"
+
+    def _reply(self, identity: Any, op: int, request_id: int, key: bytes, reply: Reply) -> None:
+        data = reply.data if reply.status == Status.OK else reply.message.encode()
+        nbytes = len(data)
+        header = pack_header(
+            self.token, op, key=key, request_id=request_id, data_len=nbytes, status=reply.status
+        )
+        frames: list[Any] = [identity, header, key]
+        if nbytes:
+            frames.append(data)
+        try:
+            self.socket.send_multipart(frames, copy=nbytes < _ZERO_COPY_MIN)
+        except zmq.ZMQError as e:  # the peer went away: nothing to do
+            logger.info("could not reply to %s: %s", self._peer(identity), e)
+
+    def _refuse(
+        self, identity: Any, status: Status, message: str, request_id: int = 0, op: int = 0
+    ) -> None:
+        self.core.errors[status.name.lower()] += 1
+        self._bad.warning(
+            "%s: refused a message from %s: %s", self.core.describe(), self._peer(identity), message
+        )
+        self._reply(identity, op, request_id, b"", Reply(status, message=message))
+
+    def _serve_one(self, frames: list[Any]) -> None:
+        identity, parts = frames[0], frames[1:]
+        if len(parts) not in (2, 3):
+            self._refuse(
+                identity,
+                Status.BAD_REQUEST,
+                f"expected 2 or 3 frames after the identity, got {len(parts)}",
+            )
+            return
+        header_frame, key_frame = parts[0], parts[1]
+        if len(header_frame) != HEADER_SIZE:
+            self._refuse(
+                identity,
+                Status.BAD_REQUEST,
+                f"header is {len(header_frame)} bytes, expected {HEADER_SIZE}",
+            )
+            return
+        key = key_frame.bytes
+        try:
+            header, authentic = unpack_header(self.token, header_frame.buffer, key)
+        except ProtocolError as e:
+            self._refuse(identity, Status.BAD_REQUEST, str(e))
+            return
+        if not authentic:
+            self._refuse(
+                identity,
+                Status.AUTH_FAILED,
+                "authentication failed: wrong or missing token",
+                header.request_id,
+                header.op,
+            )
+            return
+        data = parts[2] if len(parts) == 3 else None
+        nbytes = len(data) if data is not None else 0
+        if nbytes != header.data_len or (data is not None and nbytes == 0):
+            self._refuse(
+                identity,
+                Status.BAD_REQUEST,
+                f"header declares {header.data_len} data bytes, message has {nbytes}",
+                header.request_id,
+                header.op,
+            )
+            return
+        if header.op != Op.PUT and nbytes:
+            self._refuse(
+                identity,
+                Status.BAD_REQUEST,
+                f"operation {header.op} takes no data",
+                header.request_id,
+                header.op,
+            )
+            return
+        if header.op == Op.PUT and data is None:
+            data = b""
+        try:
+            reply = self.core.handle(header.op, key, data, nbytes)
+        except Exception as e:  # a bug must not take the node's data down with it
+            logger.exception(
+                "%s: error handling op %s key %r", self.core.describe(), header.op, key
+            )
+            reply = Reply(Status.ERROR, message=f"server error: {type(e).__name__}: {e}")
+        self._reply(identity, header.op, header.request_id, key, reply)
