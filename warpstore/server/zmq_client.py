@@ -13,6 +13,7 @@ import itertools
 import os
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,8 +131,10 @@ class ZMQClient:
                 pending[rid] = (op, key)
                 order.append(rid)
             results: dict[int, tuple[Status, Any]] = {}
+            deadline = time.monotonic() + timeout
             while pending:
-                if not sock.poll(int(timeout * 1000), zmq.POLLIN):
+                remaining = max(0.0, deadline - time.monotonic())
+                if not sock.poll(int(remaining * 1000), zmq.POLLIN):
                     op, key = next(iter(pending.values()))
                     raise ConnectorConnectionError(
                         f"no reply from server {address} within {timeout:g} s to "
@@ -139,10 +142,10 @@ class ZMQClient:
                         f"(from node {node_name()}): is the server running and reachable?"
                     )
                 frames = sock.recv_multipart(copy=False)
-                rid, result = self._check_reply(address, frames, pending)
-                if rid is not None:
-                    results[rid] = result
-                    del pending[rid]
+                answered, result = self._check_reply(address, frames, pending)
+                if answered is not None:
+                    results[answered] = result
+                    del pending[answered]
         except (ConnectorConnectionError, AuthenticationError):
             self._drop(address)  # late replies must not reach the next request
             raise

@@ -13,6 +13,7 @@ locks on the object table.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Any
@@ -101,7 +102,7 @@ class ZMQServer:
             try:
                 events = dict(poller.poll(poll_ms))
             except zmq.ZMQError as e:
-                if e.errno == zmq.EINTR:
+                if e.errno == errno.EINTR:
                     continue
                 raise
             if self.socket not in events:
