@@ -133,15 +133,17 @@ class ZMQClient:
             results: dict[int, tuple[Status, Any]] = {}
             deadline = time.monotonic() + timeout
             while pending:
-                remaining = max(0.0, deadline - time.monotonic())
-                if not sock.poll(int(remaining * 1000), zmq.POLLIN):
+                remaining = max(0.001, deadline - time.monotonic())
+                sock.setsockopt(zmq.RCVTIMEO, int(remaining * 1000))
+                try:
+                    frames = sock.recv_multipart(copy=False)
+                except zmq.Again:
                     op, key = next(iter(pending.values()))
                     raise ConnectorConnectionError(
                         f"no reply from server {address} within {timeout:g} s to "
                         f"{Op(op).name} of key {key.decode(errors='replace')!r} "
                         f"(from node {node_name()}): is the server running and reachable?"
-                    )
-                frames = sock.recv_multipart(copy=False)
+                    ) from None
                 answered, result = self._check_reply(address, frames, pending)
                 if answered is not None:
                     results[answered] = result
