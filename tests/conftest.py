@@ -73,9 +73,35 @@ def redis_server() -> Iterator[tuple[str, int]]:
 ConnectorMaker = Callable[[], Any]
 
 
-@pytest.fixture(params=["local", "file", "redis"])
+@pytest.fixture
+def zmq_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A ZMQConnector whose node server runs in a private runtime dir, stopped after."""
+    from tests.procs import kill_all
+    from warpstore.connectors.zmq import ZMQConnector
+
+    root = tmp_path / "zmq-rt"
+    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
+    monkeypatch.setenv("WARPSTORE_JOB_ID", f"conn-{os.getpid()}-{time.monotonic_ns()}")
+    monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.1")
+    monkeypatch.delenv("WARPSTORE_TOKEN", raising=False)
+    monkeypatch.delenv("WARPSTORE_TOKEN_FILE", raising=False)
+    c = ZMQConnector(timeout=20)
+    try:
+        yield c
+    finally:
+        with contextlib.suppress(Exception):
+            if c._server is not None:
+                c.stop_server()
+        c.close()
+        kill_all(str(root))
+
+
+@pytest.fixture(params=["local", "file", "redis", "zmq"])
 def connector(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    """Each connector of the foundation, ready to use."""
+    """Each connector, ready to use."""
+    if request.param == "zmq":
+        yield request.getfixturevalue("zmq_connector")
+        return
     if request.param == "local":
         c: Any = LocalConnector()
     elif request.param == "file":

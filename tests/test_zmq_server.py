@@ -1,0 +1,464 @@
+"""The node server and ZMQConnector: real ZeroMQ, real processes, several 'nodes'.
+
+"Nodes" are distinct loopback addresses (127.0.0.2, 127.0.0.3, ...) with the
+test-only host name override ``WARPSTORE_HOSTNAME``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from tests.procs import kill_all, processes_matching, run_python, server_infos
+from warpstore.connectors.zmq import ZMQConnector, ZMQKey
+from warpstore.exceptions import (
+    AuthenticationError,
+    ConnectorConnectionError,
+    StoreFullError,
+)
+from warpstore.proxy import is_resolved
+from warpstore.server.protocol import HEADER_SIZE, Op, Status, pack_header, unpack_header
+from warpstore.server.runtime import pid_alive, read_json
+from warpstore.store import Store, unregister_store
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private runtime root and job; every process started under it is ended after."""
+    root = tmp_path / "rt"
+    root.mkdir()
+    marker = str(root)
+    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", marker)
+    monkeypatch.setenv("WARPSTORE_JOB_ID", f"test-{secrets.token_hex(4)}")
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-a")
+    monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.2")
+    for var in ("WARPSTORE_TOKEN", "WARPSTORE_TOKEN_FILE", "WARPSTORE_INTERFACE"):
+        monkeypatch.delenv(var, raising=False)
+    yield root
+    leftovers = kill_all(marker)
+    assert not processes_matching(marker)
+    assert not leftovers, f"test left server processes running: {leftovers}"
+
+
+def node_env(node: str, address: str) -> dict[str, str]:
+    return {"WARPSTORE_HOSTNAME": node, "WARPSTORE_ADDRESS": address}
+
+
+def stop_all(runtime: Path) -> None:
+    for info in server_infos(runtime):
+        c = ZMQConnector(token_file=info["token_file"], timeout=5, spawn=False)
+        try:
+            c._client.request(info["address"], Op.SHUTDOWN)
+        finally:
+            c.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(info["pid"]):
+            time.sleep(0.02)
+
+
+# -- the basics ----------------------------------------------------------------------
+
+
+def test_put_get_evict_through_spawned_server(runtime: Path) -> None:
+    c = ZMQConnector(timeout=10)
+    try:
+        key = c.put(b"hello")
+        assert isinstance(key, ZMQKey)
+        assert key.address.startswith("tcp://127.0.0.2:") and key.node == "node-a"
+        assert c.exists(key)
+        assert bytes(c.get(key)) == b"hello"
+        empty = c.put(b"")
+        assert bytes(c.get(empty)) == b""
+        c.evict(key)
+        assert not c.exists(key) and c.get(key) is None
+        info = c.local_server()
+        assert info["pid"] != os.getpid()
+        assert (runtime / os.environ["WARPSTORE_JOB_ID"] / "token").stat().st_mode & 0o777 == 0o600
+        server_json = runtime.glob("*/nodes/node-a/zmq/server.json")
+        assert [p.stat().st_mode & 0o777 for p in server_json] == [0o600]
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+def test_store_proxies_and_zero_copy_numpy(runtime: Path) -> None:
+    store = Store("zmq-store", ZMQConnector(timeout=10), populate_target=False)
+    try:
+        arr = np.random.default_rng(1).random((256, 256))
+        p = store.proxy(arr)
+        q = pickle.loads(pickle.dumps(p))
+        assert not is_resolved(q)
+        np.testing.assert_array_equal(q, arr)
+        q[0, 0] = -1.0  # writable, and private to this process
+        assert store.get(store.put(arr))[0, 0] == arr[0, 0]
+    finally:
+        stop_all(runtime)
+        store.close()
+        unregister_store("zmq-store")
+
+
+def test_config_carries_no_address_and_no_secret(runtime: Path) -> None:
+    c = ZMQConnector(timeout=10)
+    try:
+        c.put(b"x")
+        config = c.config()
+        assert "address" not in config
+        token = (runtime / os.environ["WARPSTORE_JOB_ID"] / "token").read_text().strip()
+        assert token not in repr(config)
+        assert config["token_file"].endswith("token")
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+def test_batches_and_concurrent_threads(runtime: Path) -> None:
+    c = ZMQConnector(timeout=20)
+    try:
+        objs = [os.urandom(n) for n in (1, 1000, 100_000, 2_000_000)]
+        keys = c.put_batch(objs)
+        assert [bytes(b) for b in c.get_batch(keys)] == objs  # type: ignore[arg-type]
+        c.evict(keys[0])
+        assert c.get_batch(keys)[0] is None
+        errors: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            try:
+                for i in range(40):
+                    data = f"{seed}-{i}".encode() * (i + 1)
+                    k = c.put(data)
+                    assert bytes(c.get(k)) == data
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert c.server_status()["requests"]["PUT"] >= 8 * 40
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+# -- several nodes ---------------------------------------------------------------------
+
+PRODUCER = """
+import pickle, sys, numpy as np
+from warpstore.connectors.zmq import ZMQConnector
+from warpstore.store import Store
+store = Store("multi-node", ZMQConnector(timeout=20), populate_target=False)
+proxy = store.proxy({"array": np.arange(100_000, dtype=np.int64), "node": "A"})
+open(sys.argv[-1] if len(sys.argv) > 1 else "PROXY", "wb").write(pickle.dumps(proxy))
+print(store.connector.local_server()["address"])
+"""
+
+CONSUMER = """
+import pickle, numpy as np
+from warpstore.proxy import is_resolved, get_factory
+proxy = pickle.loads(open("PROXY", "rb").read())
+assert not is_resolved(proxy)
+assert proxy["node"] == "A"
+assert int(np.sum(proxy["array"])) == sum(range(100_000))
+store = get_factory(proxy).get_store()
+key = store.put("made on B")
+print(key.address, key.node)
+"""
+
+
+def test_proxy_put_on_node_a_resolves_on_node_b(runtime: Path, tmp_path: Path) -> None:
+    path = tmp_path / "proxy.pkl"
+    try:
+        addr_a = run_python(
+            PRODUCER.replace('"PROXY"', repr(str(path))), node_env("node-a", "127.0.0.2")
+        ).strip()
+        assert addr_a.startswith("tcp://127.0.0.2:")
+        out = run_python(
+            CONSUMER.replace('"PROXY"', repr(str(path))), node_env("node-b", "127.0.0.3")
+        ).split()
+        # node B spawned its own server on its own address, not node A's
+        assert out[0].startswith("tcp://127.0.0.3:") and out[1] == "node-b"
+        nodes = sorted(info["node"] for info in server_infos(runtime))
+        assert nodes == ["node-a", "node-b"]
+    finally:
+        stop_all(runtime)
+
+
+def test_server_outlives_the_task_that_spawned_it(runtime: Path, tmp_path: Path) -> None:
+    path = tmp_path / "p.pkl"
+    try:
+        run_python(PRODUCER.replace('"PROXY"', repr(str(path))), node_env("node-a", "127.0.0.2"))
+        # the producer has exited; its data is still served
+        proxy = pickle.loads(path.read_bytes())
+        assert proxy["node"] == "A"
+    finally:
+        stop_all(runtime)
+
+
+RACER = """
+import sys, time
+from warpstore.connectors.zmq import ZMQConnector
+go = float(sys.argv[1])
+while time.time() < go:
+    time.sleep(0.001)
+c = ZMQConnector(timeout=30)
+key = c.put(b"x")
+print(c.local_server()["pid"], key.address)
+"""
+
+
+def test_eight_processes_at_once_spawn_exactly_one_server(runtime: Path) -> None:
+    go = time.time() + 2.0
+    env = {**os.environ, **node_env("node-a", "127.0.0.2")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+        answers = {o[0].strip() for o in outs}
+        assert len(answers) == 1, answers  # same server pid and address for all eight
+        servers = [
+            pid
+            for pid in processes_matching(str(runtime))
+            if b"server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(servers) == 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        stop_all(runtime)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw_server(runtime: Path) -> Iterator[tuple[ZMQConnector, Any, bytes]]:
+    """A running server, a connector to it and a raw DEALER socket for hand-made messages."""
+    c = ZMQConnector(timeout=5)
+    info = c.local_server()
+    token = c._token
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.connect(info["address"])
+    yield c, sock, token
+    sock.close()
+    ctx.term()
+    stop_all(runtime)
+    c.close()
+
+
+def _reply(sock: Any, token: bytes) -> tuple[int, bytes]:
+    frames = sock.recv_multipart()
+    assert len(frames[0]) == HEADER_SIZE
+    header, authentic = unpack_header(token, frames[0], frames[1])
+    assert authentic  # the server signs even its refusals
+    return header.status, frames[2] if len(frames) > 2 else b""
+
+
+def _still_serves(c: ZMQConnector) -> None:
+    key = c.put(b"after the bad message")
+    assert bytes(c.get(key)) == b"after the bad message"
+
+
+def test_wrong_token_is_refused(raw_server: Any) -> None:
+    c, sock, token = raw_server
+    key = c.put(b"secret data")
+    bad = pack_header(b"not the token", Op.GET, key=key.object_id.encode(), request_id=7)
+    sock.send_multipart([bad, key.object_id.encode()])
+    status, message = _reply(sock, token)
+    assert status == Status.AUTH_FAILED and b"authentication" in message
+    shutdown = pack_header(b"not the token", Op.SHUTDOWN, request_id=8)
+    sock.send_multipart([shutdown, b""])
+    assert _reply(sock, token)[0] == Status.AUTH_FAILED
+    _still_serves(c)
+    log = Path(c.local_server()["log"]).read_text()
+    assert "authentication failed" in log
+
+
+def test_client_with_wrong_token_gets_clear_error(raw_server: Any, tmp_path: Path) -> None:
+    c, _, _ = raw_server
+    key = c.put(b"x")
+    other = ZMQConnector(token="a-different-token", timeout=5, spawn=False)
+    try:
+        with pytest.raises(AuthenticationError, match="refused our token"):
+            other.get(key)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"\x00" * 10, b""],  # truncated header
+        [os.urandom(200)],  # random bytes, one frame
+        [os.urandom(HEADER_SIZE), b"k"],  # random header of the right size
+        [b"a", b"b", b"c", b"d"],  # too many frames
+    ],
+    ids=["truncated", "random", "random-header", "frames"],
+)
+def test_malformed_messages_get_bad_request(raw_server: Any, frames: list[bytes]) -> None:
+    c, sock, token = raw_server
+    sock.send_multipart(frames)
+    status, _ = _reply(sock, token)
+    assert status == Status.BAD_REQUEST
+    _still_serves(c)
+
+
+def test_declared_length_must_match(raw_server: Any) -> None:
+    c, sock, token = raw_server
+    header = pack_header(token, Op.PUT, key=b"k1", request_id=1, data_len=2**62)
+    sock.send_multipart([header, b"k1", b"small"])
+    status, message = _reply(sock, token)
+    assert status == Status.BAD_REQUEST and b"declares" in message
+    assert c.server_status()["objects"] == 0
+    _still_serves(c)
+
+
+def test_unknown_operation(raw_server: Any) -> None:
+    c, sock, token = raw_server
+    sock.send_multipart([pack_header(token, 99, key=b"k", request_id=3), b"k"])
+    status, message = _reply(sock, token)
+    assert status == Status.BAD_REQUEST and b"unknown operation" in message
+    _still_serves(c)
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_server_never_unpickles(raw_server: Any, tmp_path: Path) -> None:
+    c, sock, token = raw_server
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(str(marker)))
+    # as stored data (authenticated), as a key, and as a header
+    key = c.put(payload)
+    assert bytes(c.get(key)) == payload
+    sock.send_multipart(
+        [pack_header(token, Op.GET, key=payload[:1000], request_id=4), payload[:1000]]
+    )
+    _reply(sock, token)
+    sock.send_multipart([payload, payload])
+    _reply(sock, token)
+    status = c.server_status()
+    assert status["objects"] == 1
+    assert not marker.exists()
+
+
+def test_store_full_keeps_what_is_stored(runtime: Path) -> None:
+    c = ZMQConnector(timeout=10, memory_limit=1_000_000)
+    try:
+        first = c.put(b"a" * 600_000)
+        with pytest.raises(StoreFullError) as info:
+            c.put(b"b" * 600_000)
+        message = str(info.value)
+        assert c.local_server()["address"] in message
+        assert "600000" in message and "1000000" in message and "node-a" in message
+        assert bytes(c.get(first)) == b"a" * 600_000
+        c.evict(first)
+        assert c.put(b"b" * 600_000)  # room again
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+def test_killed_server_is_a_clear_error_not_a_hang(runtime: Path) -> None:
+    c = ZMQConnector(timeout=1.0)
+    try:
+        key = c.put(b"x")
+        old_pid = c.local_server()["pid"]
+        os.kill(old_pid, signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(ConnectorConnectionError, match=key.address.replace(".", r"\.")):
+            c.get(key)
+        assert time.monotonic() - start < 10
+        # a new connector spawns a replacement (stale server.json is ignored)
+        d = ZMQConnector(timeout=10)
+        assert bytes(d.get(d.put(b"y"))) == b"y"
+        assert d.local_server()["pid"] != old_pid
+        d.close()
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+
+def test_sigterm_stops_gracefully_with_report(runtime: Path) -> None:
+    c = ZMQConnector(timeout=10)
+    try:
+        c.put(b"z" * 1000)
+        info = c.local_server()
+        os.kill(info["pid"], signal.SIGTERM)
+        directory = Path(info["log"]).parent
+        deadline = time.monotonic() + 15
+        while (directory / "server.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        report = read_json(directory / "report.json")
+        assert report is not None
+        assert report["final"]["objects"] == 1 and report["final"]["bytes"] == 1000
+        assert report["final"]["requests"]["PUT"] == 1
+        assert "stopped" in Path(info["log"]).read_text()
+    finally:
+        stop_all(runtime)
+        c.close()
+
+
+def test_cli_start_status_stop(runtime: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "warpstore", "server", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert cli("status").returncode == 1
+    started = cli("start", "--memory-limit", "64MiB")
+    assert started.returncode == 0, started.stderr
+    assert "tcp://127.0.0.2:" in started.stdout
+    again = cli("start", "--foreground")  # a second server on the node is refused
+    assert again.returncode == 1 and "already running" in again.stderr
+    c = ZMQConnector(timeout=10)
+    c.put(b"q" * 2048)
+    c.close()
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "objects:   1" in status.stdout and "2048" in status.stdout
+    assert "64.0 MiB" in status.stdout
+    stopped = cli("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert cli("status").returncode == 1
+    bad = cli("start", "--memory-limit", "lots")
+    assert bad.returncode == 2 and "cannot read size" in bad.stderr
