@@ -37,7 +37,6 @@ was verified.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -95,9 +94,8 @@ class Header:
 
 
 def _tag(token: bytes, body: bytes, key: bytes | memoryview) -> bytes:
-    mac = hmac.new(token, body, hashlib.sha256)
-    mac.update(key)
-    return mac.digest()
+    # hmac.digest() is the one-shot C path: about half the cost of hmac.new()
+    return hmac.digest(token, body + bytes(key), "sha256")
 
 
 def pack_header(

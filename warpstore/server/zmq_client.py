@@ -133,10 +133,8 @@ class ZMQClient:
             results: dict[int, tuple[Status, Any]] = {}
             deadline = time.monotonic() + timeout
             while pending:
-                remaining = max(0.001, deadline - time.monotonic())
-                sock.setsockopt(zmq.RCVTIMEO, int(remaining * 1000))
                 try:
-                    frames = sock.recv_multipart(copy=False)
+                    frames = self._receive(sock, deadline)
                 except zmq.Again:
                     op, key = next(iter(pending.values()))
                     raise ConnectorConnectionError(
@@ -155,6 +153,15 @@ class ZMQClient:
             self._drop(address)
             raise ConnectorConnectionError(f"ZeroMQ error talking to {address}: {e}") from e
         return [results[rid] for rid in order]
+
+    @staticmethod
+    def _receive(sock: Any, deadline: float) -> list[Any]:
+        # The deadline covers the whole pipeline, including stale replies to
+        # earlier, abandoned requests that are read and dropped on the way.
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+            raise zmq.Again()
+        return list(sock.recv_multipart(copy=False))
 
     def _check_reply(
         self, address: str, frames: list[Any], pending: dict[int, tuple[int, bytes]]
