@@ -8,10 +8,21 @@ in time, from wherever it lives.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("warpstore")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "task_store"]
+
+
+def task_store() -> Any:
+    """The Store for task code: wired to this node's server inside a `warpstore launch` job.
+
+    See :func:`warpstore.hpc.task.task_store`.
+    """
+    from warpstore.hpc.task import task_store as _task_store
+
+    return _task_store()

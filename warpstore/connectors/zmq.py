@@ -13,6 +13,8 @@ not node A's address: node B resolves its own.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import uuid
 from collections import defaultdict
@@ -26,6 +28,8 @@ from warpstore.server.spawn import ServerInfo, ServerSettings, ensure_server, st
 from warpstore.server.zmq_client import ZMQClient
 
 __all__ = ["ZMQConnector", "ZMQKey"]
+
+logger = logging.getLogger(__name__)
 
 
 class ZMQKey(NamedTuple):
@@ -109,7 +113,24 @@ class ZMQConnector:
         with self._lock:
             if self._server is None:
                 self._server = ensure_server(self.settings(), self._ping, self.spawn)
+                if self._server.get("spawned_here"):
+                    self._register_elastic(self._server)
             return self._server
+
+    def _register_elastic(self, info: ServerInfo) -> None:
+        """A server started by a task inside a launched job joins the job's manifest."""
+        manifest = os.environ.get("WARPSTORE_MANIFEST")
+        if not manifest:
+            return
+        from warpstore.hpc.manifest import register_server
+
+        logger.warning(
+            "node %s had no server: started %s elastically, outside the job launcher; it has "
+            "no Slingshot VNI, so it uses TCP (not CXI)",
+            info.get("node"),
+            info["address"],
+        )
+        register_server(manifest, info)
 
     def server_status(self, address: str | None = None) -> dict[str, Any]:
         """Counters of a server (default: this node's)."""

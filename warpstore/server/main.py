@@ -30,7 +30,7 @@ from warpstore.server.runtime import (
 from warpstore.server.spawn import find_server
 from warpstore.units import format_size
 
-__all__ = ["run_server"]
+__all__ = ["RunningServer", "run_server"]
 
 logger = logging.getLogger("warpstore.server")
 
@@ -42,69 +42,89 @@ def _setup_logging(node: str) -> None:
     )
 
 
-def run_server(
-    transport: str = "zmq",
-    *,
-    address: str | None = None,
-    interface: str | None = None,
-    port: int | None = None,
-    token_file: str | None = None,
-    memory_limit: int | None = None,
-    runtime_dir: str | None = None,
-) -> dict[str, Any]:
-    """Serve until stopped; return the final status (also written to ``report.json``)."""
-    node = node_name()
-    _setup_logging(node)
-    if transport != "zmq":
-        raise ValueError(f"unknown server transport {transport!r} (available: zmq)")
-    from warpstore.server.zmq_server import ZMQServer
+class RunningServer:
+    """A bound node server recorded in ``server.json``, ready to :meth:`serve`.
 
-    token, token_path = load_token(token_file=token_file, root=runtime_dir)
-    directory = node_dir(transport, runtime_dir)
-    ip = default_address(address, interface)
-    server = ZMQServer(token, ip, port, node, memory_limit)
-    info_path = directory / "server.json"
-    info = {
-        "address": server.address,
-        "pid": os.getpid(),
-        "node": node,
-        "job": job_id(),
-        "transport": transport,
-        "token_file": token_path,
-        "memory_limit": memory_limit,
-        "started": time.time(),
-        "log": str(directory / "server.log"),
-    }
-    with file_lock(directory / "server.json.lock"):
-        running = find_server(directory)
-        if running is not None and running.get("pid") != os.getpid():
-            server.close()
-            raise RuntimeError(
-                f"a {transport} server is already running on node {node}: "
-                f"{running.get('address')} (pid {running.get('pid')})"
-            )
-        write_json_atomic(info_path, info)
+    Split from serving so that the MPI launcher can bind every node's server,
+    exchange the addresses, and only then start serving.
+    """
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        server.stop()
+    def __init__(
+        self,
+        transport: str = "zmq",
+        *,
+        address: str | None = None,
+        interface: str | None = None,
+        port: int | None = None,
+        token_file: str | None = None,
+        memory_limit: int | None = None,
+        runtime_dir: str | None = None,
+    ) -> None:
+        self.node = node_name()
+        _setup_logging(self.node)
+        if transport != "zmq":
+            raise ValueError(f"unknown server transport {transport!r} (available: zmq)")
+        from warpstore.server.zmq_server import ZMQServer
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    limit = "no limit" if memory_limit is None else format_size(memory_limit)
-    logger.info("serving at %s (job %s, memory limit %s)", server.address, job_id(), limit)
-    try:
-        server.serve()
-    finally:
-        status = server.core.status()
-        server.close()
-        current = read_json(info_path)
+        token, token_path = load_token(token_file=token_file, root=runtime_dir)
+        self.directory = node_dir(transport, runtime_dir)
+        ip = default_address(address, interface)
+        self.server = ZMQServer(token, ip, port, self.node, memory_limit)
+        self.memory_limit = memory_limit
+        self.info_path = self.directory / "server.json"
+        self.info: dict[str, Any] = {
+            "address": self.server.address,
+            "pid": os.getpid(),
+            "node": self.node,
+            "job": job_id(),
+            "transport": transport,
+            "token_file": token_path,
+            "memory_limit": memory_limit,
+            "started": time.time(),
+            "log": str(self.directory / "server.log"),
+        }
+        with file_lock(self.directory / "server.json.lock"):
+            running = find_server(self.directory)
+            if running is not None and running.get("pid") != os.getpid():
+                self.server.close()
+                raise RuntimeError(
+                    f"a {transport} server is already running on node {self.node}: "
+                    f"{running.get('address')} (pid {running.get('pid')})"
+                )
+            write_json_atomic(self.info_path, self.info)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    def serve(self) -> dict[str, Any]:
+        """Serve until SIGTERM/SIGINT or SHUTDOWN; write the report; return the final status."""
+        server = self.server
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            server.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        limit = "no limit" if self.memory_limit is None else format_size(self.memory_limit)
+        logger.info("serving at %s (job %s, memory limit %s)", server.address, job_id(), limit)
+        try:
+            server.serve()
+        finally:
+            status = self.finish()
+        return status
+
+    def finish(self) -> dict[str, Any]:
+        status = self.server.core.status()
+        self.server.close()
+        current = read_json(self.info_path)
         if current is not None and current.get("pid") == os.getpid():
-            Path(info_path).unlink(missing_ok=True)
-        write_json_atomic(directory / "report.json", {**info, "final": status})
+            Path(self.info_path).unlink(missing_ok=True)
+        write_json_atomic(self.directory / "report.json", {**self.info, "final": status})
         logger.info(
             "stopped %s: held %d objects (%s), served %d requests %s, in %s, out %s, errors %s",
-            server.address,
+            self.server.address,
             status["objects"],
             format_size(status["bytes"]),
             status["requests_total"],
@@ -113,4 +133,9 @@ def run_server(
             format_size(status["bytes_out"]),
             json.dumps(status["errors"]),
         )
-    return status
+        return status
+
+
+def run_server(transport: str = "zmq", **kwargs: Any) -> dict[str, Any]:
+    """Bind, serve until stopped, and return the final status (also in ``report.json``)."""
+    return RunningServer(transport, **kwargs).serve()

@@ -71,7 +71,27 @@ def job_id() -> str:
     return "nojob"
 
 
+_RANK_VARS = ("PMI_RANK", "PALS_RANKID", "SLURM_PROCID", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
+
+
+def simulated_node() -> int | None:
+    """Test-only: with ``WARPSTORE_SIMULATE_NODES=<ranks per node>``, MPI rank r acts as
+    node ``sim<r // ranks per node>`` at 127.0.0.<2 + node>, so that one machine runs the
+    multi-node paths (distinct host names, distinct addresses) of a real launch.
+    """
+    per_node = os.environ.get("WARPSTORE_SIMULATE_NODES")
+    if not per_node:
+        return None
+    for var in _RANK_VARS:
+        if var in os.environ:
+            return int(os.environ[var]) // max(1, int(per_node))
+    return None
+
+
 def node_name() -> str:
+    sim = simulated_node()
+    if sim is not None:
+        return f"sim{sim}"
     return os.environ.get("WARPSTORE_HOSTNAME") or socket.gethostname().split(".")[0]
 
 
@@ -201,6 +221,9 @@ def default_address(address: str | None = None, interface: str | None = None) ->
     """The IP this node's server binds to: explicit, interface, environment, host name."""
     if address:
         return address
+    sim = simulated_node()
+    if sim is not None:
+        return f"127.0.0.{2 + sim}"
     interface = interface or os.environ.get("WARPSTORE_INTERFACE")
     if interface:
         return interface_address(interface)

@@ -137,6 +137,13 @@ class Store(Generic[KeyT]):
             register=config.get("register", False),
         )
 
+    @classmethod
+    def from_manifest(cls, path: str | None = None) -> Store[Any]:
+        """The Store of a `warpstore launch` job (default: ``$WARPSTORE_MANIFEST``)."""
+        from warpstore.hpc.task import store_from_manifest
+
+        return store_from_manifest(path)
+
     def close(self, *args: Any, **kwargs: Any) -> None:
         """Close the connector (arguments are passed on to it) and unregister."""
         if self._registered:

@@ -1,0 +1,1 @@
+"""HPC support: scheduler environments, site configs, job templates, the MPI launcher."""

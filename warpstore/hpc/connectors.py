@@ -1,0 +1,49 @@
+"""Build the connector a site config (or a job manifest) names."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from warpstore.hpc.siteconfig import SiteConfig
+from warpstore.units import parse_size
+
+__all__ = ["connector_from_site", "zmq_settings"]
+
+
+def zmq_settings(site: SiteConfig) -> dict[str, Any]:
+    """ZMQConnector arguments from a site config (no address: each node finds its own)."""
+    conn = site["connector"]
+    limit = conn.get("memory_limit")
+    return {
+        "interface": site.get("interface"),
+        "port": conn.get("port"),
+        "memory_limit": parse_size(limit) if limit is not None else None,
+        "timeout": float(conn.get("timeout", 30.0)),
+    }
+
+
+def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
+    kind = kind or site["connector"]["type"]
+    conn = site["connector"]
+    if kind == "zmq":
+        from warpstore.connectors.zmq import ZMQConnector
+
+        return ZMQConnector(**zmq_settings(site))
+    if kind == "redis":
+        from warpstore.connectors.redis import RedisConnector
+
+        redis = conn.get("redis", {})
+        return RedisConnector(redis.get("host", "localhost"), int(redis.get("port", 6379)))
+    if kind == "file":
+        from warpstore.connectors.file import FileConnector
+
+        store_dir = conn.get("file", {}).get("store_dir") or os.path.join(
+            site.get("local_scratch") or "/tmp", "warpstore-files"
+        )
+        return FileConnector(os.path.expandvars(store_dir))
+    raise NotImplementedError(
+        f"site {site.name!r} asks for the {kind!r} connector, which this version of warpstore "
+        "does not provide yet (available: zmq, redis, file); use --connector or --set "
+        "connector.type=..."
+    )

@@ -1,0 +1,312 @@
+"""``warpstore launch``: servers on every node, the workflow, teardown and a report.
+
+Run once per job, from the batch script. It starts one storage server per
+node through the site's launcher line (``mpiexec``/``srun``, one rank per
+node), waits for rank 0 to write the manifest, runs the user's command with
+``WARPSTORE_MANIFEST`` set, and when that command ends (or the scheduler sends
+SIGTERM near the walltime) stops every server, writes ``report.json`` next to
+the manifest, prints a one-paragraph summary and exits with the command's
+status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from warpstore.hpc.connectors import zmq_settings
+from warpstore.hpc.environment import detect_environment
+from warpstore.hpc.manifest import read_manifest
+from warpstore.hpc.siteconfig import SiteConfig
+from warpstore.server.runtime import read_json, write_json_atomic
+from warpstore.units import format_size
+
+__all__ = ["LaunchError", "launch"]
+
+logger = logging.getLogger("warpstore.launch")
+
+
+class LaunchError(RuntimeError):
+    """The servers could not be started; the message says on which node and why."""
+
+
+def _job_dir(site: SiteConfig, job_id: str) -> Path:
+    base = Path(os.path.expandvars(site.get("job_dir") or os.getcwd()))
+    path = base / f"warpstore-{job_id}"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _token_file(job_dir: Path) -> Path:
+    path = job_dir / "token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10.0) -> None:
+    from warpstore.server.protocol import Op
+    from warpstore.server.runtime import load_token
+    from warpstore.server.zmq_client import ZMQClient
+
+    token, _ = load_token(token_file=token_file)
+    client = ZMQClient(token, timeout)
+    try:
+        for server in manifest.get("servers", []):
+            try:
+                client.request(server["address"], Op.SHUTDOWN, timeout=timeout)
+            except Exception as e:
+                logger.warning(
+                    "could not stop server %s of node %s: %s",
+                    server["address"],
+                    server.get("node"),
+                    e,
+                )
+    finally:
+        client.close()
+
+
+def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _collect_report(
+    job_dir: Path, runtime_dir: Path, manifest: dict[str, Any], rc: int, timings: dict[str, float]
+) -> dict[str, Any]:
+    nodes = []
+    for path in sorted(runtime_dir.glob("*/nodes/*/*/report.json")):
+        data = read_json(path) or {}
+        final = data.get("final", {})
+        nodes.append(
+            {
+                "node": data.get("node"),
+                "address": data.get("address"),
+                "objects_left": final.get("objects", 0),
+                "bytes_left": final.get("bytes", 0),
+                "puts": final.get("requests", {}).get("PUT", 0),
+                "gets": final.get("requests", {}).get("GET", 0),
+                "bytes_put": final.get("bytes_in", 0),
+                "bytes_got": final.get("bytes_out", 0),
+                "errors": final.get("errors", {}),
+                "elastic": any(
+                    s.get("elastic") and s["address"] == data.get("address")
+                    for s in manifest.get("servers", [])
+                ),
+            }
+        )
+    report = {
+        "job": manifest.get("job_id"),
+        "site": manifest.get("site"),
+        "exit_code": rc,
+        "nodes": nodes,
+        "timings_s": timings,
+        "servers_expected": len(manifest.get("servers", [])),
+        "servers_reported": len(nodes),
+    }
+    write_json_atomic(job_dir / "report.json", report)
+    return report
+
+
+def _summary(report: dict[str, Any], job_dir: Path) -> str:
+    nodes = report["nodes"]
+    puts = sum(n["puts"] for n in nodes)
+    gets = sum(n["gets"] for n in nodes)
+    put_bytes = sum(n["bytes_put"] for n in nodes)
+    got_bytes = sum(n["bytes_got"] for n in nodes)
+    errors = sum(sum(n["errors"].values()) for n in nodes)
+    busiest = max(nodes, key=lambda n: n["bytes_put"] + n["bytes_got"], default=None)
+    t = report["timings_s"]
+    text = (
+        f"warpstore: job {report['job']} on site {report['site']} ran {len(nodes)} "
+        f"server(s) ({report['servers_expected']} in the manifest); the workflow exited "
+        f"with {report['exit_code']}. Tasks put {puts} objects ({format_size(put_bytes)}) and "
+        f"got {gets} ({format_size(got_bytes)}); {errors} server errors. "
+        f"Servers ready in {t.get('ready', 0):.2f} s, workflow {t.get('workflow', 0):.2f} s, "
+        f"teardown {t.get('teardown', 0):.2f} s."
+    )
+    if busiest is not None and (busiest["bytes_put"] or busiest["bytes_got"]):
+        text += (
+            f" Busiest node: {busiest['node']} "
+            f"({format_size(busiest['bytes_put'] + busiest['bytes_got'])} moved)."
+        )
+    return text + f" Manifest and report: {job_dir}."
+
+
+def launch(
+    site: SiteConfig,
+    command: Sequence[str],
+    *,
+    connector: str | None = None,
+    nodes: int | None = None,
+    ready_timeout: float = 120.0,
+) -> int:
+    """Run ``command`` with a server on every node; return its exit status."""
+    if not command:
+        raise LaunchError("no command to run: give it after --")
+    kind = connector or site["connector"]["type"]
+    if kind != "zmq":
+        raise LaunchError(
+            f"the launcher starts node servers for the zmq connector; {kind!r} needs no "
+            "servers (run the command directly) or is not available in this version"
+        )
+    env_info = detect_environment()
+    job_id = env_info.job_id or f"local-{os.getpid()}-{int(time.time())}"
+    num_nodes = nodes or (env_info.num_nodes if env_info.scheduler != "none" else site["nodes"])
+    job_dir = _job_dir(site, job_id.replace("/", "_"))
+    runtime_dir = job_dir / "runtime"
+    runtime_dir.mkdir(exist_ok=True, mode=0o700)
+    token_file = _token_file(job_dir)
+    manifest_path = job_dir / "manifest.json"
+    for stale in (manifest_path, Path(str(manifest_path) + ".failed")):
+        stale.unlink(missing_ok=True)
+    settings = zmq_settings(site)
+
+    child_env = dict(os.environ)
+    child_env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
+    child_env.update(
+        {
+            "WARPSTORE_JOB_ID": job_id.replace("/", "_"),
+            "WARPSTORE_RUNTIME_DIR": str(runtime_dir),
+            "WARPSTORE_TOKEN_FILE": str(token_file),
+            "WARPSTORE_SITE": site.name,
+        }
+    )
+    base = {
+        "job_id": job_id,
+        "site": site.name,
+        "scheduler": env_info.scheduler,
+        "nodes": env_info.nodes if env_info.scheduler != "none" else [],
+        "job_dir": str(job_dir),
+        "token_file": str(token_file),
+        "runtime_dir": str(runtime_dir),
+        "connector": {
+            "type": "zmq",
+            "config": {
+                **{k: v for k, v in settings.items()},
+                "token_file": str(token_file),
+                "runtime_dir": str(runtime_dir),
+            },
+        },
+    }
+    base_path = job_dir / "manifest-base.json"
+    write_json_atomic(base_path, base)
+
+    line = site["launcher"]["servers"].format(nodes=num_nodes)
+    server_cmd = [
+        *shlex.split(line),
+        sys.executable,
+        "-m",
+        "warpstore.hpc.server_rank",
+        "--manifest",
+        str(manifest_path),
+        "--base",
+        str(base_path),
+    ]
+    if settings["interface"]:
+        server_cmd += ["--interface", settings["interface"]]
+    if settings["port"]:
+        server_cmd += ["--port", str(settings["port"])]
+    if settings["memory_limit"] is not None:
+        server_cmd += ["--memory-limit", str(settings["memory_limit"])]
+    server_env = dict(child_env)
+    if "WARPSTORE_SIMULATE_NODES" in server_env:
+        server_env["WARPSTORE_SIMULATE_NODES"] = "1"  # one server rank per simulated node
+
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    log_path = job_dir / "servers.log"
+    with open(log_path, "ab") as log:
+        servers = subprocess.Popen(
+            server_cmd,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    failed_path = Path(str(manifest_path) + ".failed")
+    try:
+        while not manifest_path.exists():
+            if failed_path.exists():
+                failed = (read_json(failed_path) or {}).get("failed", [])
+                where = "; ".join(f"node {f['node']} ({f['host']}): {f['error']}" for f in failed)
+                raise LaunchError(f"storage server failed to start on {where}")
+            if servers.poll() is not None:
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                raise LaunchError(
+                    f"the server launch `{line}` exited with {servers.returncode} before the "
+                    "servers were ready; last lines of " + str(log_path) + ":\n" + "\n".join(tail)
+                )
+            if time.monotonic() - t0 > ready_timeout:
+                raise LaunchError(
+                    f"servers not ready within {ready_timeout:.0f} s "
+                    f"(launch line `{line}`; see {log_path})"
+                )
+            time.sleep(0.01)
+    except BaseException:
+        _end_process(servers, 10)
+        raise
+    timings["ready"] = time.monotonic() - t0
+    manifest = read_manifest(manifest_path)
+    logger.info(
+        "%d servers ready in %.2f s: %s",
+        len(manifest["servers"]),
+        timings["ready"],
+        ", ".join(f"{s['node']}={s['address']}" for s in manifest["servers"]),
+    )
+
+    child_env["WARPSTORE_MANIFEST"] = str(manifest_path)
+    t1 = time.monotonic()
+    workflow = subprocess.Popen(list(command), env=child_env)
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if workflow.poll() is None:
+            workflow.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = workflow.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    timings["workflow"] = time.monotonic() - t1
+    rc = rc if rc >= 0 else 128 - rc
+
+    t2 = time.monotonic()
+    manifest = read_manifest(manifest_path)  # elastic servers may have joined
+    _stop_servers(manifest, str(token_file))
+    _end_process(servers, 30)
+    timings["teardown"] = time.monotonic() - t2
+    report = _collect_report(job_dir, runtime_dir, manifest, rc, timings)
+    print(_summary(report, job_dir), flush=True)
+    if received:
+        logger.warning("stopped early by %s", ", ".join(signal.Signals(s).name for s in received))
+    return rc

@@ -1,0 +1,72 @@
+"""``warpstore.task_store()``: the one call task code makes.
+
+Inside a job started by ``warpstore launch`` it returns a Store wired to the
+task's own node server (and able to resolve keys of every other node), built
+from the manifest named by ``$WARPSTORE_MANIFEST``. Outside one it falls back
+to the site's default connector (``$WARPSTORE_SITE``, else ``local``) and says
+so in a log line. One store per process, built once, thread-safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from warpstore.store import Store
+
+__all__ = ["store_from_manifest", "task_store"]
+
+logger = logging.getLogger("warpstore.task")
+
+_lock = threading.Lock()
+_stores: dict[str, Store[Any]] = {}
+
+
+def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any]:
+    """A Store for the job whose manifest is at ``path`` (default ``$WARPSTORE_MANIFEST``)."""
+    from warpstore.connectors.zmq import ZMQConnector
+    from warpstore.hpc.manifest import read_manifest
+    from warpstore.store.registry import get_store, register_store
+
+    manifest = read_manifest(path)
+    name = f"warpstore-{manifest['job_id']}"
+    existing = get_store(name)
+    if existing is not None:
+        return existing
+    connector = manifest["connector"]
+    if connector["type"] != "zmq":
+        raise ValueError(f"manifest names unsupported connector {connector['type']!r}")
+    store: Store[Any] = Store(name, ZMQConnector(**connector["config"]))
+    register_store(store, exist_ok=True)
+    return store
+
+
+def task_store() -> Store[Any]:
+    """The Store task code should use, wherever it runs."""
+    manifest = os.environ.get("WARPSTORE_MANIFEST")
+    key = manifest or f"site:{os.environ.get('WARPSTORE_SITE', 'local')}"
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            if manifest:
+                store = store_from_manifest(manifest)
+            else:
+                from warpstore.hpc.connectors import connector_from_site
+                from warpstore.hpc.siteconfig import load_site
+
+                site = load_site(os.environ.get("WARPSTORE_SITE", "local"))
+                connector = connector_from_site(site)
+                logger.info(
+                    "not inside a `warpstore launch` job (WARPSTORE_MANIFEST unset): using "
+                    "site %r's default connector %r",
+                    site.name,
+                    connector,
+                )
+                store = Store(f"warpstore-site-{site.name}", connector, register=False)
+                from warpstore.store.registry import register_store
+
+                register_store(store, exist_ok=True)
+            _stores[key] = store
+        return store
