@@ -71,7 +71,7 @@ def render_job_script(
             f"unknown connector {connector!r}; choose from {', '.join(CONNECTORS)}"
         )
     validate_walltime(site["walltime"])
-    if site.name == "polaris" or site.name == "aurora":
+    if site.name in ("polaris", "aurora"):
         missing = [k for k in ("account", "filesystems") if not site.get(k)]
         if missing:
             raise SiteConfigError(
