@@ -177,9 +177,11 @@ def submit(output: str | None, **kwargs: Any) -> None:
     click.echo(job_id)
 
 
-def _guess_scheduler(scheduler: str | None) -> str:
+def _guess_scheduler(scheduler: str | None, job_id: str = "") -> str:
     if scheduler:
         return scheduler
+    if "." in job_id and shutil.which("qstat"):
+        return "pbs"  # PBS ids are NNN.server; Slurm ids are numbers
     if shutil.which("sbatch"):
         return "slurm"
     if shutil.which("qsub"):
@@ -196,11 +198,13 @@ def status(job_id: str, scheduler: str | None) -> None:
     from warpstore.hpc.scheduler import SchedulerError, job_state
 
     try:
-        st = job_state(_guess_scheduler(scheduler), job_id)
+        st = job_state(_guess_scheduler(scheduler, job_id), job_id)
     except SchedulerError as e:
         _fail(str(e))
     code = "" if st.exit_code is None else f" exit {st.exit_code}"
     click.echo(f"{st.job_id} {st.state}{code} ({st.source})")
+    if st.state == "UNKNOWN":
+        sys.exit(3)  # never let "the scheduler does not know it" read as success
 
 
 @click.command("cancel")
@@ -212,7 +216,7 @@ def cancel(job_id: str, scheduler: str | None) -> None:
     from warpstore.hpc.scheduler import cancel as do_cancel
 
     try:
-        do_cancel(_guess_scheduler(scheduler), job_id)
+        do_cancel(_guess_scheduler(scheduler, job_id), job_id)
     except SchedulerError as e:
         _fail(str(e))
     click.echo(f"cancelled {job_id}")

@@ -104,6 +104,15 @@ def local_rank_info(environ: dict[str, str] | None = None) -> tuple[int | None, 
     Read without initialising MPI, for wrappers that must not (the app does).
     """
     env = os.environ if environ is None else environ
+    per_node = env.get("WARPSTORE_SIMULATE_NODES", "")
+    if per_node.isdigit() and int(per_node) > 0:
+        # test-only node simulation (see warpstore.server.runtime.simulated_node)
+        for rank_var, size_var in (("PMI_RANK", "PMI_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            if rank_var in env:
+                rank, per = int(env[rank_var]), int(per_node)
+                world = int(env.get(size_var, "0") or 0)
+                start = rank - rank % per
+                return rank % per, min(per, world - start) if world else per
     pairs = [
         ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),  # MPICH hydra
         ("PALS_LOCAL_RANKID", "PALS_LOCAL_SIZE"),  # HPE PALS (Polaris, Aurora)

@@ -98,7 +98,19 @@ def _slurm_state(job_id: str) -> JobState:
                 return JobState(
                     job_id, parts[1].split()[0], int(code) if code.isdigit() else None, "sacct"
                 )
-    proc = _run(["squeue", "-h", "-j", job_id, "-o", "%T"], "squeue")
+    # Without accounting (sacct fails), slurmctld still remembers a finished job
+    # for MinJobAge seconds: scontrol gives its state and exit code.
+    if shutil.which("scontrol"):
+        proc = _run(["scontrol", "show", "job", "-o", job_id], "scontrol")
+        fields = dict(
+            item.split("=", 1) for item in proc.stdout.split() if "=" in item
+        )
+        if proc.returncode == 0 and "JobState" in fields:
+            code = fields.get("ExitCode", "").split(":")[0]
+            return JobState(
+                job_id, fields["JobState"], int(code) if code.isdigit() else None, "scontrol"
+            )
+    proc = _run(["squeue", "-h", "-j", job_id, "-t", "all", "-o", "%T"], "squeue")
     state = proc.stdout.strip()
     if proc.returncode == 0 and state:
         return JobState(job_id, state.splitlines()[0], None, "squeue")

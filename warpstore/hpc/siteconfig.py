@@ -98,12 +98,12 @@ def _check_table(
     for key, value in data.items():
         if key not in table:
             allowed = ", ".join(sorted(table))
-            raise SiteConfigError(f"{source}: unknown key {prefix}{key!r}; allowed keys: {allowed}")
+            raise SiteConfigError(f"{source}: unknown key '{prefix}{key}'; allowed keys: {allowed}")
         types, meaning = table[key]
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise SiteConfigError(
-                f"{source}: key {prefix}{key!r} must be {names} ({meaning}), "
+                f"{source}: key '{prefix}{key}' must be {names} ({meaning}), "
                 f"got {type(value).__name__} {value!r}"
             )
 
@@ -135,6 +135,7 @@ class SiteConfig:
 
 _DEFAULTS: dict[str, Any] = {
     "description": "",
+    "docs": None,
     "account": None,
     "queue": None,
     "qos": None,

@@ -92,7 +92,12 @@ def node_name() -> str:
     sim = simulated_node()
     if sim is not None:
         return f"sim{sim}"
-    return os.environ.get("WARPSTORE_HOSTNAME") or socket.gethostname().split(".")[0]
+    # Slurm names the node in every step; several slurmd "nodes" may share one host.
+    return (
+        os.environ.get("WARPSTORE_HOSTNAME")
+        or os.environ.get("SLURMD_NODENAME")
+        or socket.gethostname().split(".")[0]
+    )
 
 
 def _private_dir(path: Path) -> Path:

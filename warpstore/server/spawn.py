@@ -138,7 +138,11 @@ def spawn_server(settings: ServerSettings, timeout: float = 60.0) -> ServerInfo:
 def ensure_server(
     settings: ServerSettings, ping: Ping | None = None, spawn: bool = True
 ) -> ServerInfo:
-    """This node's server: the running one, or a new one if there is none."""
+    """This node's server: the running one, or a new one if there is none.
+
+    A server this call started carries ``spawned_here: True``, so the caller
+    (and only that one, of all the racers) registers it in the job's manifest.
+    """
     directory = settings.directory()
     info = find_server(directory, ping)
     if info is not None:
@@ -152,7 +156,7 @@ def ensure_server(
                 f"no {settings.transport} server is running on node {node_name()} "
                 f"(looked in {directory}) and spawning is disabled"
             )
-        return spawn_server(settings)
+        return {**spawn_server(settings), "spawned_here": True}
 
 
 def stop_server(

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""A small PBS stand-in (qsub, qstat -x -f -F json, qdel) for machines without PBS.
+
+PBS Pro cannot be installed here, so the rendered PBS scripts are run through
+this: ``qsub`` reads the script's ``#PBS`` directives the way PBS does (options
+before the first command; unknown options and a missing walltime or select are
+refused with PBS-like messages on stderr), gives the job an id ``N.standin``,
+writes ``$PBS_NODEFILE`` (this host, once per node) and runs the script in the
+background with ``PBS_JOBID``, ``PBS_NODEFILE``, ``PBS_O_WORKDIR``,
+``PBS_JOBNAME`` set, its output joined into ``<name>.o<N>`` as ``-j oe`` asks.
+``qstat -x -f -F json`` and ``qdel`` read and act on the job records.
+
+State lives in ``$PBS_STANDIN_DIR``. If ``$PBS_STANDIN_REQUIRE`` lists resource
+names (``filesystems,walltime``), a script without them is refused, as a site's
+queue rules would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(os.environ.get("PBS_STANDIN_DIR", "/tmp/pbs-standin"))
+KNOWN = {"-N", "-A", "-q", "-l", "-j", "-o", "-e", "-m", "-M", "-V", "-W", "-r", "-k"}
+FLAGS = {"-V"}
+
+
+def _directives(script: str) -> list[str]:
+    out: list[str] = []
+    for line in Path(script).read_text().splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#PBS"):
+            out.extend(shlex.split(stripped[4:]))
+        elif stripped and not stripped.startswith("#"):
+            break  # PBS stops reading directives at the first command
+    return out
+
+
+def _parse(args: list[str]) -> dict[str, list[str]]:
+    opts: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        if opt not in KNOWN:
+            raise SystemExit(f"qsub: invalid option -- '{opt.lstrip('-')}'")
+        if opt in FLAGS:
+            opts.setdefault(opt, []).append("")
+            i += 1
+            continue
+        if i + 1 >= len(args):
+            raise SystemExit(f"qsub: option requires an argument -- '{opt.lstrip('-')}'")
+        opts.setdefault(opt, []).append(args[i + 1])
+        i += 2
+    return opts
+
+
+def _resources(opts: dict[str, list[str]]) -> dict[str, str]:
+    res: dict[str, str] = {}
+    for item in opts.get("-l", []):
+        for part in item.split(","):
+            key, _, value = part.partition("=")
+            res[key] = value
+    return res
+
+
+def _nodes(select: str) -> int:
+    first = select.split(":")[0]
+    if not first.isdigit():
+        raise SystemExit(f"qsub: illegal attribute or resource value Resource_List.select={select}")
+    return int(first)
+
+
+def qsub(argv: list[str]) -> int:
+    if not argv:
+        print("usage: qsub [options] script", file=sys.stderr)
+        return 2
+    script = argv[-1]
+    opts = _parse(_directives(script) + argv[:-1])  # command line wins, as in PBS
+    res = _resources(opts)
+    for need in filter(None, os.environ.get("PBS_STANDIN_REQUIRE", "").split(",")):
+        if need == "account" and "-A" not in opts:
+            print("qsub: Account_Name is required (-A)", file=sys.stderr)
+            return 1
+        if need != "account" and need not in res:
+            print(f"qsub: Resource_List.{need} is required for this queue", file=sys.stderr)
+            return 1
+    if "select" not in res:
+        print("qsub: Resource_List.select is required", file=sys.stderr)
+        return 1
+    nodes = _nodes(res["select"])
+    STATE.mkdir(parents=True, exist_ok=True)
+    counter = STATE / "next_id"
+    number = int(counter.read_text()) if counter.exists() else 1000
+    counter.write_text(str(number + 1))
+    job_id = f"{number}.standin"
+    name = opts.get("-N", [Path(script).name])[-1]
+    nodefile = STATE / f"{job_id}.nodes"
+    nodefile.write_text((socket.gethostname().split(".")[0] + "\n") * nodes)
+    record = {
+        "job_state": "Q",
+        "Job_Name": name,
+        "Resource_List": res,
+        "queue": opts.get("-q", ["workq"])[-1],
+        "Account_Name": opts.get("-A", [None])[-1],
+        "script": os.path.abspath(script),
+        "workdir": os.getcwd(),
+        "output": os.path.join(os.getcwd(), opts.get("-o", [f"{name}.o{number}"])[-1]),
+        "nodefile": str(nodefile),
+    }
+    (STATE / f"{job_id}.json").write_text(json.dumps(record))
+    subprocess.Popen(
+        [sys.executable, __file__, "_run", job_id],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    print(job_id)
+    return 0
+
+
+def _run(job_id: str) -> int:
+    path = STATE / f"{job_id}.json"
+    record = json.loads(path.read_text())
+    env = {
+        **os.environ,
+        "PBS_JOBID": job_id,
+        "PBS_JOBNAME": record["Job_Name"],
+        "PBS_NODEFILE": record["nodefile"],
+        "PBS_O_WORKDIR": record["workdir"],
+        "PBS_QUEUE": record["queue"],
+    }
+    site_bin = os.environ.get("PBS_STANDIN_SITE_BIN")
+    if site_bin:  # the site's own commands (module, conda, PALS mpiexec), see site-bin/
+        env["PATH"] = site_bin + os.pathsep + env.get("PATH", "")
+    with open(record["output"], "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", record["script"]],
+            cwd=os.path.expanduser("~"),  # PBS starts jobs in $HOME; scripts cd themselves
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the job's own process group, for qdel
+        )
+        record.update(job_state="R", pid=proc.pid, start=time.time())
+        path.write_text(json.dumps(record))
+        rc = proc.wait()
+    record.update(job_state="F", Exit_status=rc if rc >= 0 else 256 - rc, end=time.time())
+    path.write_text(json.dumps(record))
+    return 0
+
+
+def qstat(argv: list[str]) -> int:
+    if argv[:4] != ["-x", "-f", "-F", "json"] or len(argv) != 5:
+        print("qstat stand-in: only `qstat -x -f -F json JOBID`", file=sys.stderr)
+        return 2
+    path = STATE / f"{argv[4]}.json"
+    if not path.exists():
+        print(f"qstat: Unknown Job Id {argv[4]}", file=sys.stderr)
+        return 153
+    record = json.loads(path.read_text())
+    print(json.dumps({"pbs_version": "standin", "Jobs": {argv[4]: record}}))
+    return 0
+
+
+def qdel(argv: list[str]) -> int:
+    path = STATE / f"{argv[0]}.json"
+    if not path.exists():
+        print(f"qdel: Unknown Job Id {argv[0]}", file=sys.stderr)
+        return 153
+    record = json.loads(path.read_text())
+    if record.get("job_state") == "R":
+        # PBS signals every process of the job with SIGTERM (SIGKILL comes later)
+        os.killpg(record["pid"], signal.SIGTERM)
+    return 0
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    handlers = {"qsub": qsub, "qstat": qstat, "qdel": qdel}
+    sys.exit(_run(args[0]) if command == "_run" else handlers[command](args))

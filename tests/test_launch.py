@@ -1,0 +1,279 @@
+"""`warpstore launch` and `launch/warpstore-run` under real MPI (the mpich wheel's mpiexec).
+
+"Nodes" are simulated on this one machine: with ``WARPSTORE_SIMULATE_NODES=<ranks
+per node>`` rank r acts as node ``sim<r // ranks per node>`` bound to 127.0.0.<2+node>,
+so discovery, the manifest, cross-node fetches and per-node teardown run as they
+would on several hosts. Every test tags its processes and proves none is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import kill_all, processes_matching
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "mpi_workflow.py"
+RUN = REPO / "launch" / "warpstore-run"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An environment for one launch in ``tmp_path``, and a check that it left nothing."""
+    tag = f"wstest-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "WARPSTORE_TEST_TAG": tag,
+        "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "TMPDIR": "/tmp",
+    }
+    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
+        env.pop(var, None)
+    info = {"env": env, "dir": tmp_path, "tag": tag}
+    yield info
+    time.sleep(0.2)
+    leftover = processes_matching(tag)
+    kill_all(tag)
+    assert not leftover, f"processes left behind: {leftover}"
+
+
+def launch(
+    job: dict[str, Any], *args: str, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warpstore", "launch", *args],
+        cwd=job["dir"],
+        env=job["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_dir(job: dict[str, Any]) -> Path:
+    (found,) = job["dir"].glob("warpstore-*/")
+    return Path(found)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_launch_four_simulated_nodes_runs_the_example(job: dict[str, Any]) -> None:
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    proc = launch(
+        job, "--site", "local", "--nodes", "4", "--",
+        "mpiexec", "-n", "4", sys.executable, str(EXAMPLE), "--size-mib", "2",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "workflow OK: 4 ranks" in proc.stdout
+    # the producers' arrays came from their own nodes' servers
+    assert "from node sim0 (tcp://127.0.0.2:" in proc.stdout
+    assert "from node sim2 (tcp://127.0.0.4:" in proc.stdout
+
+    jd = job_dir(job)
+    manifest = json.loads((jd / "manifest.json").read_text())
+    assert mode(jd / "manifest.json") == 0o600 and mode(jd / "token") == 0o600
+    assert manifest["token_file"] == str(jd / "token")
+    servers = manifest["servers"]
+    assert [s["node"] for s in servers] == ["sim0", "sim1", "sim2", "sim3"]
+    assert [s["address"].split(":")[1] for s in servers] == [
+        "//127.0.0.2", "//127.0.0.3", "//127.0.0.4", "//127.0.0.5"
+    ]
+    assert manifest["connector"]["type"] == "zmq"
+
+    report = json.loads((jd / "report.json").read_text())
+    assert report["exit_code"] == 0 and report["servers_reported"] == 4
+    by_node = {n["node"]: n for n in report["nodes"]}
+    assert by_node["sim0"]["puts"] == 3 and by_node["sim2"]["puts"] == 3
+    assert by_node["sim1"]["puts"] == 0
+    assert by_node["sim0"]["bytes_put"] >= 3 * 2 * 2**20
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("warpstore: job ") and "4 server(s)" in summary
+    assert "put 6 objects" in summary and str(jd) in summary
+
+
+def test_exit_status_of_the_command_is_the_launchers(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--", sys.executable, "-c", "raise SystemExit(7)")
+    assert proc.returncode == 7, proc.stderr
+    report = json.loads((job_dir(job) / "report.json").read_text())
+    assert report["exit_code"] == 7 and report["servers_reported"] == 1
+
+
+def test_task_store_elastic_server_joins_and_is_stopped(job: dict[str, Any]) -> None:
+    """One server launched (sim0); a rank on sim1 starts one elastically and registers it."""
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    code = (
+        "import os, warpstore, numpy as np\n"
+        "from mpi4py import MPI\n"
+        "c = MPI.COMM_WORLD; s = warpstore.task_store()\n"
+        "p = s.proxy(np.full(1000, c.rank, dtype='i8'))\n"
+        "got = c.allgather(p)\n"
+        "assert [int(x[0]) for x in got] == list(range(c.size)), got\n"
+        "print('rank', c.rank, 'node', s.connector.local_server()['node'], 'ok', flush=True)\n"
+        "c.Barrier()\n"
+    )
+    proc = launch(
+        job, "--site", "local", "--nodes", "1", "--",
+        "mpiexec", "-n", "2", sys.executable, "-c", code,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 1 node sim1 ok" in proc.stdout
+    assert "had no server: started" in proc.stderr and "uses TCP" in proc.stderr
+    jd = job_dir(job)
+    manifest = json.loads((jd / "manifest.json").read_text())
+    assert [s["node"] for s in manifest["servers"]] == ["sim0", "sim1"]
+    assert manifest["servers"][1].get("elastic") is True
+    report = json.loads((jd / "report.json").read_text())
+    assert {n["node"]: n["elastic"] for n in report["nodes"]} == {"sim0": False, "sim1": True}
+
+
+def test_one_server_failing_fails_fast_naming_the_node(job: dict[str, Any]) -> None:
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    with socket.socket() as s:  # node sim1's address:port is taken
+        s.bind(("127.0.0.3", 0))
+        port = s.getsockname()[1]
+        s.listen()
+        marker = job["dir"] / "workflow-ran"
+        t0 = time.monotonic()
+        proc = launch(
+            job, "--site", "local", "--nodes", "3", "--set", f"connector.port={port}", "--",
+            sys.executable, "-c", f"open({str(marker)!r}, 'w')",
+        )
+        elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    assert "node sim1" in proc.stderr and "Address already in use" in proc.stderr
+    assert "sim0" not in proc.stderr.split("failed to start on")[-1]
+    assert not marker.exists(), "the workflow must not run without its servers"
+    assert elapsed < 60
+    assert not (job_dir(job) / "manifest.json").exists()
+
+
+def test_bad_interface_names_node_and_interfaces(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--set", "interface=nosuch0", "--", "true")
+    assert proc.returncode != 0
+    assert "nosuch0" in proc.stderr and "interfaces here" in proc.stderr
+    assert "Traceback" not in proc.stderr.split("warpstore:")[-1]
+
+
+def test_sigterm_stops_workflow_and_servers_and_writes_report(job: dict[str, Any]) -> None:
+    started = job["dir"] / "started"
+    code = (
+        "import time, pathlib, warpstore\n"
+        "s = warpstore.task_store(); s.put(b'x' * 1000)\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--",
+         sys.executable, "-c", code],
+        cwd=job["dir"], env=job["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what the scheduler sends near the walltime
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped early by SIGTERM" in err
+    report = json.loads((job_dir(job) / "report.json").read_text())
+    assert report["servers_reported"] == 1 and report["exit_code"] == 128 + signal.SIGTERM
+    assert sum(n["puts"] for n in report["nodes"]) == 1
+    assert "warpstore: job" in out
+
+
+def test_launch_refuses_connectors_without_servers(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--connector", "redis", "--", "true")
+    assert proc.returncode != 0 and "redis" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+APP = (
+    "import os, sys, warpstore\n"
+    "s = warpstore.task_store()\n"
+    "key = s.put(f'rank {os.environ[\"PMI_RANK\"]}'.encode())\n"
+    "assert s.get(key) == f'rank {os.environ[\"PMI_RANK\"]}'.encode()\n"
+    "info = s.connector.local_server()\n"
+    "print('RANK', os.environ['PMI_RANK'], info['node'], info['pid'], flush=True)\n"
+)
+
+
+def ranks(out: str) -> dict[str, tuple[str, str]]:
+    return {
+        line.split()[1]: (line.split()[2], line.split()[3])
+        for line in out.splitlines()
+        if line.startswith("RANK ")
+    }
+
+
+def test_warpstore_run_standalone_one_server_per_node(job: dict[str, Any]) -> None:
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "2"  # 4 ranks: 2 "nodes" of 2 ranks
+    proc = subprocess.run(
+        ["mpiexec", "-n", "4", str(RUN), sys.executable, "-c", APP],
+        cwd=job["dir"], env=job["env"], capture_output=True, text=True, timeout=150,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = ranks(proc.stdout)
+    assert set(seen) == {"0", "1", "2", "3"}
+    assert seen["0"][0] == seen["1"][0] == "sim0" and seen["2"][0] == seen["3"][0] == "sim1"
+    assert seen["0"][1] == seen["1"][1] != seen["2"][1] == seen["3"][1]  # one server per node
+    # the fixture proves the leaders stopped their servers
+
+
+def test_warpstore_run_inside_launch_uses_the_launched_servers(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--", "mpiexec", "-n", "3", str(RUN),
+                  sys.executable, "-c", APP)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = ranks(proc.stdout)
+    manifest = json.loads((job_dir(job) / "manifest.json").read_text())
+    (server,) = manifest["servers"]
+    assert {pid for _, pid in seen.values()} == {str(server["pid"])}
+    assert len(seen) == 3
+
+
+def test_warpstore_run_passes_the_exit_status(job: dict[str, Any]) -> None:
+    proc = subprocess.run(
+        ["mpiexec", "-n", "2", str(RUN), sys.executable, "-c",
+         "import os, sys; sys.exit(5 if os.environ['PMI_RANK'] == '1' else 0)"],
+        cwd=job["dir"], env=job["env"], capture_output=True, text=True, timeout=150,
+    )
+    assert proc.returncode == 5, proc.stderr
+
+
+def test_task_store_outside_a_job_says_so(job: dict[str, Any]) -> None:
+    code = (
+        "import logging, warpstore\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "s = warpstore.task_store()\n"
+        "assert s is warpstore.task_store()\n"
+        "print(type(s.connector).__name__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**job["env"], "WARPSTORE_SITE": "local"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ZMQConnector"
+    assert "not inside a `warpstore launch` job" in proc.stderr and "'local'" in proc.stderr
