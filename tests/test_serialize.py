@@ -148,3 +148,19 @@ def test_numpy_header_is_never_evaluated_as_code() -> None:
     data = b"N" + len(header).to_bytes(4, "little") + header
     with pytest.raises(SerializationError):
         deserialize(data)
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (7, 5), (1000,), (2, 3, 4)])
+@pytest.mark.parametrize("dtype", ["u1", "i4", "f8", "c16", "<U3"])
+def test_numpy_data_is_64_byte_aligned(shape: tuple[int, ...], dtype: str) -> None:
+    """Whatever the header length, the payload starts on a 64-byte boundary."""
+    arr = np.zeros(shape, dtype=dtype)
+    payload = bytearray(serialize(arr))
+    base = np.frombuffer(payload, dtype=np.uint8)
+    offset = len(payload) - arr.nbytes
+    assert offset % 64 == 0
+    out = deserialize(payload)
+    assert out.flags.aligned and out.flags.writeable
+    # zero-copy: the array lies inside the payload, at its aligned offset
+    assert out.__array_interface__["data"][0] == base.ctypes.data + offset
+    np.testing.assert_array_equal(out, arr)

@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                 "error": f"{type(e).__name__}: {e}",
                 "rank": comm.rank,
             }
+    if mine is not None:
+        mine["bind_s"] = round(time.time() - started, 4)
+    gathered = time.time()
     everyone = [r for r in comm.allgather(mine) if r is not None]
+    allgather_s = time.time() - gathered
     failed = [r for r in everyone if not r["ok"]]
     if comm.rank == 0:
         base = read_json(args.base) or {}
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                         for r in everyone
                     ],
                     "discovery_s": round(time.time() - started, 4),
+                    "bind_s_max": max(r.get("bind_s", 0.0) for r in everyone),
+                    "allgather_s": round(allgather_s, 4),
                     "created": time.time(),
                 },
             )

@@ -1,0 +1,255 @@
+"""Rendered job scripts run end to end: PBS through the qsub stand-in, Slurm for real.
+
+PBS Pro cannot be installed here, so each PBS site's script goes through
+``tests/pbs_standin`` (qsub/qstat/qdel that read the directives as PBS does and
+run the script with ``PBS_JOBID``/``PBS_NODEFILE``; ``site-bin`` stands in for
+the site's ``module``, ``conda`` and PALS ``mpiexec``). Slurm is Debian's
+slurm-wlm with two slurmd "nodes" on this host (tests/slurm_cluster.py); the
+tests skip without it unless ``WARPSTORE_REQUIRE_SLURM=1`` (CI), where a
+missing Slurm fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import kill_all, processes_matching
+from tests.slurm_cluster import SlurmCluster, available
+
+REPO = Path(__file__).resolve().parents[1]
+STANDIN = REPO / "tests" / "pbs_standin"
+EXAMPLE = REPO / "examples" / "mpi_workflow.py"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warpstore", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def wait_state(
+    env: dict[str, str], cwd: Path, job_id: str, done: set[str], timeout: float = 150
+) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = cli("status", job_id, env=env, cwd=cwd).stdout
+        state = out.split()[1] if out.split() else ""
+        if state in done:
+            return out
+        assert time.monotonic() < deadline, f"job {job_id} still {out!r}"
+        time.sleep(0.5)
+
+
+def no_leftovers(tag: str) -> None:
+    time.sleep(0.3)
+    left = processes_matching(tag)
+    kill_all(tag)
+    assert not left, f"processes left behind: {left}"
+
+
+# -- PBS through the stand-in ------------------------------------------------------------
+
+
+@pytest.fixture
+def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    tag = f"wstest-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "PATH": f"{STANDIN / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PBS_STANDIN_DIR": str(tmp_path / "pbs"),
+        "PBS_STANDIN_SITE_BIN": str(STANDIN / "site-bin"),
+        "WARPSTORE_TEST_TAG": tag,
+    }
+    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "SLURM_CONF"):
+        env.pop(var, None)
+    work = tmp_path / "work"
+    work.mkdir()
+    yield {"env": env, "dir": work, "tag": tag, "state": tmp_path / "pbs"}
+    no_leftovers(tag)
+
+
+PBS_SITES = {
+    # site: (extra render args, resources the site's queues insist on)
+    "polaris": (["-A", "MyProject", "--set", "interface=lo"], "account,walltime,filesystems"),
+    "aurora": (
+        ["-A", "MyProject", "--connector", "zmq", "--set", "interface=lo"],
+        "account,walltime,filesystems,daos",
+    ),
+    "generic-pbs": ([], "walltime"),
+}
+
+
+@pytest.mark.parametrize("site", sorted(PBS_SITES))
+def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str) -> None:
+    extra, required = PBS_SITES[site]
+    pbs["env"]["PBS_STANDIN_REQUIRE"] = required
+    proc = cli(
+        "submit", "--site", site, "--nodes", "1", "--walltime", "00:10:00", *extra,
+        "-o", "job.pbs", "--", "mpiexec", "-n", "2", sys.executable, str(EXAMPLE),
+        "--size-mib", "1", env=pbs["env"], cwd=pbs["dir"],
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    assert job_id.endswith(".standin") and job_id.split(".")[0].isdigit()
+    final = wait_state(pbs["env"], pbs["dir"], job_id, {"F"})
+    output = (pbs["dir"] / f"warpstore.o{job_id.split('.')[0]}").read_text()
+    assert "exit 0" in final, output
+    assert "workflow OK: 2 ranks" in output
+    job_dir = pbs["dir"] / f"warpstore-{job_id}"
+    manifest = json.loads((job_dir / "manifest.json").read_text())
+    assert manifest["scheduler"] == "pbs" and manifest["job_id"] == job_id
+    assert len(manifest["servers"]) == 1
+    report = json.loads((job_dir / "report.json").read_text())
+    assert report["exit_code"] == 0 and report["nodes"][0]["puts"] == 3
+    # the site's own commands were called the way its documentation says
+    calls = (pbs["state"] / "site-commands.log").read_text()
+    line = next(c for c in calls.splitlines() if "warpstore.hpc.server_rank" in c)
+    if site == "polaris":
+        assert "module use /soft/modulefiles" in calls and "conda activate base" in calls
+        assert line.startswith("mpiexec -n 1 --ppn 1 --depth 32 --cpu-bind none --single-node-vni")
+    if site == "aurora":
+        assert "module load daos" in calls
+        assert "--single-node-vni" in line and line.endswith("PALS_LOCAL_LAUNCH=0")
+
+
+def test_pbs_submit_shows_the_schedulers_refusal(pbs: dict[str, Any]) -> None:
+    pbs["env"]["PBS_STANDIN_REQUIRE"] = "filesystems"
+    proc = cli(
+        "submit", "--site", "generic-pbs", "-o", "job.pbs", "--", "true",
+        env=pbs["env"], cwd=pbs["dir"],
+    )
+    assert proc.returncode == 1
+    assert "Resource_List.filesystems is required" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_pbs_qdel_stops_the_job_and_its_servers(pbs: dict[str, Any]) -> None:
+    started = pbs["dir"] / "started"
+    code = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(120)"
+    proc = cli(
+        "submit", "--site", "generic-pbs", "-o", "job.pbs", "--", sys.executable, "-c", code,
+        env=pbs["env"], cwd=pbs["dir"],
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    assert cli("cancel", job_id, env=pbs["env"], cwd=pbs["dir"]).returncode == 0
+    final = wait_state(pbs["env"], pbs["dir"], job_id, {"F"})
+    assert "exit 0" not in final
+    report = json.loads((pbs["dir"] / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
+def test_status_of_an_unknown_job_is_not_success(pbs: dict[str, Any]) -> None:
+    proc = cli("status", "99999.standin", env=pbs["env"], cwd=pbs["dir"])
+    assert proc.returncode == 3 and "UNKNOWN" in proc.stdout
+
+
+# -- real Slurm --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    why = available()
+    if why is not None:
+        if os.environ.get("WARPSTORE_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm is required here (WARPSTORE_REQUIRE_SLURM=1) but {why}")
+        pytest.skip(f"no Slurm: {why}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def sjob(slurm: SlurmCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    tag = f"wstest-{uuid.uuid4().hex[:12]}"
+    env = {**slurm.env, "WARPSTORE_TEST_TAG": tag}
+    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "WARPSTORE_SIMULATE_NODES"):
+        env.pop(var, None)
+    yield {"env": env, "dir": tmp_path, "tag": tag}
+    no_leftovers(tag)
+
+
+def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any]) -> None:
+    env, work = sjob["env"], sjob["dir"]
+    proc = cli(
+        "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "00:05:00",
+        "-o", "job.sh", "--",
+        "srun", "--overlap", "--mpi=pmi2", "--ntasks-per-node=1", "-n", "2",
+        sys.executable, str(EXAMPLE), "--size-mib", "1",
+        env=env, cwd=work,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sub = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "job.sh"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=200,
+    )
+    job_id = sub.stdout.strip().split(";")[0]
+    output = (work / f"warpstore-{job_id}.out").read_text()
+    assert sub.returncode == 0, sub.stderr + output
+    assert "workflow OK: 2 ranks" in output
+    manifest = json.loads((work / f"warpstore-{job_id}" / "manifest.json").read_text())
+    assert manifest["scheduler"] == "slurm" and manifest["nodes"] == ["n1", "n2"]
+    assert sorted(s["node"] for s in manifest["servers"]) == ["n1", "n2"]
+    assert len({s["address"] for s in manifest["servers"]}) == 2
+    report = json.loads((work / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 0 and report["servers_reported"] == 2
+    assert sum(n["puts"] for n in report["nodes"]) == 3
+    # the consumer on n2 fetched from the producer's server on n1
+    assert "from node n1" in output
+    final = cli("status", job_id, env=env, cwd=work)
+    assert "COMPLETED" in final.stdout and "exit 0" in final.stdout
+
+
+def test_slurm_submit_status_cancel(sjob: dict[str, Any]) -> None:
+    env, work = sjob["env"], sjob["dir"]
+    code = "import time; time.sleep(120)"
+    proc = cli(
+        "submit", "--site", "generic-slurm", "--nodes", "1", "-o", "job.sh", "--",
+        sys.executable, "-c", code, env=env, cwd=work,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    assert job_id.isdigit()
+    wait_state(env, work, job_id, {"RUNNING"}, timeout=60)
+    deadline = time.monotonic() + 60
+    while not list(work.glob(f"warpstore-{job_id}/manifest.json")):
+        assert time.monotonic() < deadline, "servers never became ready"
+        time.sleep(0.2)
+    assert cli("cancel", job_id, env=env, cwd=work).returncode == 0
+    final = wait_state(env, work, job_id, {"CANCELLED", "COMPLETED", "FAILED"})
+    assert "CANCELLED" in final
+    deadline = time.monotonic() + 30  # slurm signals the batch step; the launcher tears down
+    while not (work / f"warpstore-{job_id}" / "report.json").exists():
+        assert time.monotonic() < deadline, "no report after scancel"
+        time.sleep(0.2)
+
+
+def test_slurm_submit_to_unknown_partition_shows_stderr(sjob: dict[str, Any]) -> None:
+    proc = cli(
+        "submit", "--site", "generic-slurm", "--queue", "nosuchpartition", "-o", "job.sh",
+        "--", "true", env=sjob["env"], cwd=sjob["dir"],
+    )
+    assert proc.returncode == 1
+    assert "invalid partition" in proc.stderr.lower() and "Traceback" not in proc.stderr
