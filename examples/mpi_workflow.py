@@ -41,6 +41,7 @@ def main() -> int:
     store = warpstore.task_store()
     n = int(args.size_mib * 2**20 // 8)
     failures = 0
+    lines: list[str] = []  # printed by rank 0, so ranks' output never interleaves
     for round_ in range(args.rounds):
         if rank % 2 == 0 and rank + 1 < size:
             data = np.random.default_rng(1000 * round_ + rank).random(n)
@@ -55,14 +56,16 @@ def main() -> int:
             key = get_factory(proxy).key  # type: ignore[attr-defined]
             ok = got == expected and isinstance(proxy, np.ndarray)
             failures += not ok
-            print(
+            lines.append(
                 f"rank {rank} round {round_}: {'OK' if ok else 'MISMATCH'} "
                 f"{args.size_mib:g} MiB from node {key.node} ({key.address}) "
-                f"in {elapsed * 1e3:.1f} ms",
-                flush=True,
+                f"in {elapsed * 1e3:.1f} ms"
             )
     total = comm.allreduce(failures)
+    everyone = comm.gather(lines)
     if rank == 0:
+        for line in (line for rank_lines in everyone or [] for line in rank_lines):
+            print(line)
         print(
             f"workflow {'OK' if total == 0 else 'FAILED'}: {size} ranks, "
             f"{args.rounds} rounds, {total} mismatches",

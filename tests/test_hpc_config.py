@@ -319,14 +319,16 @@ def test_local_rank_info() -> None:
 # -- scheduler commands --------------------------------------------------------------
 
 
-def test_missing_scheduler_command_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_scheduler_command_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SchedulerError, match="`qsub` is not on PATH"):
         submit("pbs", "job.pbs")
     with pytest.raises(SchedulerError, match=r"`squeue` is not on PATH"):
         job_state("slurm", "1")
     result = CliRunner().invoke(
-        cli, ["submit", "--site", "generic-pbs", "-o", os.devnull, "--", "true"]
+        cli, ["submit", "--site", "generic-pbs", "-o", str(tmp_path / "job.pbs"), "--", "true"]
     )
     assert result.exit_code == 1 and "`qsub` is not on PATH" in result.output
     assert "Traceback" not in result.output

@@ -21,6 +21,15 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _make_executable(path: str) -> None:
+    """chmod +x a script we wrote; never a device such as /dev/stdout or /dev/null."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        os.chmod(path, mode | 0o111)
+
+
 @click.group("site")
 def site() -> None:
     """List and show site configs."""
@@ -142,7 +151,7 @@ def render(output: str | None, **kwargs: Any) -> None:
     if output:
         with open(output, "w") as f:
             f.write(text)
-        os.chmod(output, 0o755)
+        _make_executable(output)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -169,7 +178,7 @@ def submit(output: str | None, **kwargs: Any) -> None:
     path = output or f"{kwargs['job_name']}.{'pbs' if cfg.scheduler == 'pbs' else 'sh'}"
     with open(path, "w") as f:
         f.write(text)
-    os.chmod(path, 0o755)
+    _make_executable(path)
     try:
         job_id = do_submit(cfg.scheduler, path)
     except SchedulerError as e:

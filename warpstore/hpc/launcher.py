@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shlex
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from warpstore.hpc.connectors import zmq_settings
 from warpstore.hpc.environment import detect_environment
 from warpstore.hpc.manifest import read_manifest
 from warpstore.hpc.siteconfig import SiteConfig
-from warpstore.server.runtime import read_json, write_json_atomic
+from warpstore.server.runtime import create_token_file, read_json, write_json_atomic
 from warpstore.units import format_size
 
 __all__ = ["LaunchError", "launch"]
@@ -50,9 +49,7 @@ def _job_dir(site: SiteConfig, job_id: str) -> Path:
 def _token_file(job_dir: Path) -> Path:
     path = job_dir / "token"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
+        create_token_file(path)
     return path
 
 

@@ -163,6 +163,27 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def create_token_file(path: str | os.PathLike[str]) -> None:
+    """Write a new random token to ``path`` (0600), appearing there only when complete.
+
+    Readers do not take the lock, so the file is written under a temporary name
+    and hard-linked into place: nobody ever reads a half-written (empty) token,
+    and an existing token is never replaced.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_token(
     token: str | bytes | None = None,
     token_file: str | os.PathLike[str] | None = None,
@@ -185,9 +206,7 @@ def load_token(
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with file_lock(str(path) + ".lock"):
             if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_hex(32) + "\n")
+                create_token_file(path)
     try:
         value = path.read_text().strip()
     except FileNotFoundError as e:
