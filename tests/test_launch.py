@@ -217,16 +217,17 @@ APP = (
     "key = s.put(f'rank {os.environ[\"PMI_RANK\"]}'.encode())\n"
     "assert s.get(key) == f'rank {os.environ[\"PMI_RANK\"]}'.encode()\n"
     "info = s.connector.local_server()\n"
-    "print('RANK', os.environ['PMI_RANK'], info['node'], info['pid'], flush=True)\n"
+    # one file per rank: ranks' stdout lines interleave under mpiexec
+    "open(f'rank-{os.environ[\"PMI_RANK\"]}.txt', 'w').write(f'{info[\"node\"]} {info[\"pid\"]}')\n"
 )
 
 
-def ranks(out: str) -> dict[str, tuple[str, str]]:
-    return {
-        line.split()[1]: (line.split()[2], line.split()[3])
-        for line in out.splitlines()
-        if line.startswith("RANK ")
-    }
+def ranks(work: Path) -> dict[str, tuple[str, str]]:
+    seen = {}
+    for path in work.glob("rank-*.txt"):
+        node, pid = path.read_text().split()
+        seen[path.stem.split("-")[1]] = (node, pid)
+    return seen
 
 
 def test_warpstore_run_standalone_one_server_per_node(job: dict[str, Any]) -> None:
@@ -236,7 +237,7 @@ def test_warpstore_run_standalone_one_server_per_node(job: dict[str, Any]) -> No
         cwd=job["dir"], env=job["env"], capture_output=True, text=True, timeout=150,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    seen = ranks(proc.stdout)
+    seen = ranks(job["dir"])
     assert set(seen) == {"0", "1", "2", "3"}
     assert seen["0"][0] == seen["1"][0] == "sim0" and seen["2"][0] == seen["3"][0] == "sim1"
     assert seen["0"][1] == seen["1"][1] != seen["2"][1] == seen["3"][1]  # one server per node
@@ -247,7 +248,7 @@ def test_warpstore_run_inside_launch_uses_the_launched_servers(job: dict[str, An
     proc = launch(job, "--site", "local", "--", "mpiexec", "-n", "3", str(RUN),
                   sys.executable, "-c", APP)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    seen = ranks(proc.stdout)
+    seen = ranks(job["dir"])
     manifest = json.loads((job_dir(job) / "manifest.json").read_text())
     (server,) = manifest["servers"]
     assert {pid for _, pid in seen.values()} == {str(server["pid"])}
