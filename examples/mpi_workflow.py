@@ -56,10 +56,13 @@ def main() -> int:
             key = get_factory(proxy).key  # type: ignore[attr-defined]
             ok = got == expected and isinstance(proxy, np.ndarray)
             failures += not ok
+            # node-server keys name the producer's node and server; others (redis, file) do not
+            where = (
+                f"node {key.node} ({key.address})" if hasattr(key, "node") else type(key).__name__
+            )
             lines.append(
                 f"rank {rank} round {round_}: {'OK' if ok else 'MISMATCH'} "
-                f"{args.size_mib:g} MiB from node {key.node} ({key.address}) "
-                f"in {elapsed * 1e3:.1f} ms"
+                f"{args.size_mib:g} MiB from {where} in {elapsed * 1e3:.1f} ms"
             )
     total = comm.allreduce(failures)
     everyone = comm.gather(lines)
@@ -75,4 +78,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except BaseException:
+        # one rank failing must not leave the others blocked in a collective
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+    sys.exit(code)

@@ -205,9 +205,45 @@ def test_sigterm_stops_workflow_and_servers_and_writes_report(job: dict[str, Any
     assert "warpstore: job" in out
 
 
-def test_launch_refuses_connectors_without_servers(job: dict[str, Any]) -> None:
-    proc = launch(job, "--site", "local", "--connector", "redis", "--", "true")
-    assert proc.returncode != 0 and "redis" in proc.stderr
+SHARE = (
+    "import warpstore, numpy as np\n"
+    "from mpi4py import MPI\n"
+    "c = MPI.COMM_WORLD; s = warpstore.task_store()\n"
+    "got = c.allgather(s.proxy(np.full(100, c.rank)))\n"
+    "assert [int(x[0]) for x in got] == list(range(c.size))\n"
+    "if c.rank == 0: print('shared via', type(s.connector).__name__, flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("kind", ["redis", "file"])
+def test_launch_with_serverless_connectors(
+    job: dict[str, Any], kind: str, redis_server: tuple[str, int]
+) -> None:
+    host, port = redis_server
+    sets = {
+        "redis": [f"connector.redis.host={host}", f"connector.redis.port={port}"],
+        "file": [f"connector.file.store_dir={job['dir'] / 'objects'}"],
+    }[kind]
+    args = [a for item in sets for a in ("--set", item)]
+    proc = launch(
+        job, "--site", "local", "--connector", kind, *args, "--",
+        "mpiexec", "-n", "2", sys.executable, "-c", SHARE,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    name = {"redis": "RedisConnector", "file": "FileConnector"}[kind]
+    assert f"shared via {name}" in proc.stdout
+    jd = job_dir(job)
+    manifest = json.loads((jd / "manifest.json").read_text())
+    assert manifest["connector"]["type"] == kind and manifest["servers"] == []
+    assert mode(jd / "manifest.json") == 0o600
+    report = json.loads((jd / "report.json").read_text())
+    assert report["exit_code"] == 0 and report["connector"] == kind
+    assert f"used the {kind} connector" in proc.stdout
+
+
+def test_launch_with_a_connector_not_yet_available(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--connector", "margo", "--", "true")
+    assert proc.returncode != 0 and "margo" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

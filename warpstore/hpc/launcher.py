@@ -155,6 +155,98 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
     return text + f" Manifest and report: {job_dir}."
 
 
+def _run_workflow(command: Sequence[str], env: dict[str, str]) -> tuple[int, list[int]]:
+    """Run CMD, forwarding SIGTERM/SIGINT (the scheduler's walltime warning) to it."""
+    workflow = subprocess.Popen(list(command), env=env)
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if workflow.poll() is None:
+            workflow.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = workflow.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return (rc if rc >= 0 else 128 - rc), received
+
+
+def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> int:
+    """Connectors with no node servers (redis, file): a manifest, the workflow, a report.
+
+    Task code is the same as with node servers: ``task_store()`` reads the
+    connector from the manifest. The report has no per-node rows, since no
+    server of ours saw the traffic.
+    """
+    from warpstore.hpc.connectors import connector_from_site
+    from warpstore.hpc.manifest import write_manifest
+
+    env_info = detect_environment()
+    job_id = (env_info.job_id or f"local-{os.getpid()}-{int(time.time())}").replace("/", "_")
+    job_dir = _job_dir(site, job_id)
+    conn: Any
+    if kind == "file" and not site["connector"].get("file", {}).get("store_dir"):
+        from warpstore.connectors.file import FileConnector
+
+        # every node must see the objects: the job dir (on the submit file system), not
+        # node-local scratch
+        conn = FileConnector(str(job_dir / "objects"))
+    else:
+        try:
+            conn = connector_from_site(site, kind)
+        except NotImplementedError as e:
+            raise LaunchError(str(e)) from e
+    manifest_path = job_dir / "manifest.json"
+    manifest: dict[str, Any] = {
+        "job_id": job_id,
+        "site": site.name,
+        "scheduler": env_info.scheduler,
+        "nodes": env_info.nodes if env_info.scheduler != "none" else [],
+        "job_dir": str(job_dir),
+        "servers": [],
+        "connector": {"type": kind, "config": conn.config()},
+        "created": time.time(),
+    }
+    write_manifest(manifest_path, manifest)
+    conn.close()
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
+    env.update(
+        {
+            "WARPSTORE_JOB_ID": job_id,
+            "WARPSTORE_SITE": site.name,
+            "WARPSTORE_MANIFEST": str(manifest_path),
+        }
+    )
+    logger.info("connector %s needs no node servers: %s", kind, manifest["connector"]["config"])
+    t1 = time.monotonic()
+    rc, received = _run_workflow(command, env)
+    timings = {"ready": 0.0, "workflow": time.monotonic() - t1, "teardown": 0.0}
+    report = {
+        "job": job_id,
+        "site": site.name,
+        "connector": kind,
+        "exit_code": rc,
+        "nodes": [],
+        "timings_s": timings,
+        "servers_expected": 0,
+        "servers_reported": 0,
+    }
+    write_json_atomic(job_dir / "report.json", report)
+    print(
+        f"warpstore: job {job_id} on site {site.name} used the {kind} connector (no node "
+        f"servers); the workflow exited with {rc} after {timings['workflow']:.2f} s. "
+        f"Manifest and report: {job_dir}.",
+        flush=True,
+    )
+    if received:
+        logger.warning("stopped early by %s", ", ".join(signal.Signals(x).name for x in received))
+    return rc
+
+
 def launch(
     site: SiteConfig,
     command: Sequence[str],
@@ -168,10 +260,7 @@ def launch(
         raise LaunchError("no command to run: give it after --")
     kind = connector or site["connector"]["type"]
     if kind != "zmq":
-        raise LaunchError(
-            f"the launcher starts node servers for the zmq connector; {kind!r} needs no "
-            "servers (run the command directly) or is not available in this version"
-        )
+        return _launch_serverless(site, command, kind)
     env_info = detect_environment()
     job_id = env_info.job_id or f"local-{os.getpid()}-{int(time.time())}"
     num_nodes = nodes or (env_info.num_nodes if env_info.scheduler != "none" else site["nodes"])
@@ -280,22 +369,8 @@ def launch(
 
     child_env["WARPSTORE_MANIFEST"] = str(manifest_path)
     t1 = time.monotonic()
-    workflow = subprocess.Popen(list(command), env=child_env)
-    received: list[int] = []
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if workflow.poll() is None:
-            workflow.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        rc = workflow.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    rc, received = _run_workflow(command, child_env)
     timings["workflow"] = time.monotonic() - t1
-    rc = rc if rc >= 0 else 128 - rc
 
     t2 = time.monotonic()
     manifest = read_manifest(manifest_path)  # elastic servers may have joined

@@ -26,6 +26,8 @@ _stores: dict[str, Store[Any]] = {}
 
 def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any]:
     """A Store for the job whose manifest is at ``path`` (default ``$WARPSTORE_MANIFEST``)."""
+    from warpstore.connectors.file import FileConnector
+    from warpstore.connectors.redis import RedisConnector
     from warpstore.connectors.zmq import ZMQConnector
     from warpstore.hpc.manifest import read_manifest
     from warpstore.store.registry import get_store, register_store
@@ -36,9 +38,14 @@ def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any
     if existing is not None:
         return existing
     connector = manifest["connector"]
-    if connector["type"] != "zmq":
-        raise ValueError(f"manifest names unsupported connector {connector['type']!r}")
-    store: Store[Any] = Store(name, ZMQConnector(**connector["config"]))
+    classes = {"zmq": ZMQConnector, "redis": RedisConnector, "file": FileConnector}
+    if connector.get("type") not in classes:
+        raise ValueError(
+            f"manifest {path or os.environ.get('WARPSTORE_MANIFEST')} names connector "
+            f"{connector.get('type')!r}; this warpstore knows {', '.join(classes)}"
+        )
+    cls: Any = classes[connector["type"]]
+    store: Store[Any] = Store(name, cls.from_config(connector["config"]))
     register_store(store, exist_ok=True)
     return store
 
