@@ -27,7 +27,7 @@ def server() -> None:
 
 _transport = click.option(
     "--transport",
-    type=click.Choice(["zmq"]),
+    type=click.Choice(["zmq", "ucx"]),
     default="zmq",
     show_default=True,
     help="Transport of the server.",
@@ -109,6 +109,10 @@ def start(
 
 
 def _connector(transport: str, **kwargs: Any) -> Any:
+    if transport == "ucx":
+        from warpstore.connectors.ucx import UCXConnector
+
+        return UCXConnector(**kwargs)
     from warpstore.connectors.zmq import ZMQConnector
 
     return ZMQConnector(**kwargs)

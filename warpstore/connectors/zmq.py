@@ -1,35 +1,20 @@
 """Connector to the per-node storage servers over ZeroMQ.
 
 ``ZMQConnector()`` in a task: on its first put it connects to its node's
-server (found through the node's runtime file), or starts one if there is
-none. Keys carry the owning server's full address, so ``get``, ``exists`` and
-``evict`` go straight to whichever node holds the object; a process that only
-reads never needs a server of its own.
-
-A proxy made on node A and resolved on node B rebuilds this connector from
-:meth:`ZMQConnector.config`, which carries the interface and port to use but
-not node A's address: node B resolves its own.
+server, or starts one if there is none (see
+:mod:`warpstore.connectors._nodeserver` for what all node-server connectors
+share). ZeroMQ runs over TCP everywhere, Slingshot and InfiniBand included.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from warpstore.connectors._nodeserver import NodeServerConnector
 from warpstore.serialize import BytesLike
-from warpstore.server.protocol import Op, Status
-from warpstore.server.runtime import load_token
-from warpstore.server.spawn import ServerInfo, ServerSettings, ensure_server, stop_server
 from warpstore.server.zmq_client import ZMQClient
 
 __all__ = ["ZMQConnector", "ZMQKey"]
-
-logger = logging.getLogger(__name__)
 
 
 class ZMQKey(NamedTuple):
@@ -40,7 +25,7 @@ class ZMQKey(NamedTuple):
     node: str
 
 
-class ZMQConnector:
+class ZMQConnector(NodeServerConnector):
     """Stores objects in the memory of node servers, reached over ZeroMQ.
 
     Args:
@@ -58,169 +43,12 @@ class ZMQConnector:
     """
 
     transport = "zmq"
+    key_type = ZMQKey
 
-    def __init__(
-        self,
-        port: int | None = None,
-        address: str | None = None,
-        interface: str | None = None,
-        token: str | bytes | None = None,
-        *,
-        token_file: str | None = None,
-        timeout: float = 30.0,
-        memory_limit: int | None = None,
-        runtime_dir: str | None = None,
-        spawn: bool = True,
-    ) -> None:
-        self.port = port
-        self.address = address
-        self.interface = interface
-        self.timeout = timeout
-        self.memory_limit = memory_limit
-        self.runtime_dir = runtime_dir
-        self.spawn = spawn
-        self._token, self.token_file = load_token(token, token_file, runtime_dir)
-        self._client = ZMQClient(self._token, timeout)
-        self._server: ServerInfo | None = None
-        self._lock = threading.Lock()
+    def _make_client(self, token: bytes, timeout: float) -> Any:
+        return ZMQClient(token, timeout)
 
-    def __repr__(self) -> str:
-        where = self._server["address"] if self._server else "no local server yet"
-        return f"ZMQConnector({where})"
-
-    # -- the local server ------------------------------------------------------
-
-    def settings(self) -> ServerSettings:
-        return ServerSettings(
-            self.transport,
-            address=self.address,
-            interface=self.interface,
-            port=self.port,
-            token_file=self.token_file,
-            memory_limit=self.memory_limit,
-            runtime_dir=self.runtime_dir,
-        )
-
-    def _ping(self, info: ServerInfo) -> bool:
-        try:
-            status, _ = self._client.request(info["address"], Op.STATUS, timeout=5.0)
-        except Exception:
-            return False
-        return status == Status.OK
-
-    def local_server(self) -> ServerInfo:
-        """This node's server (found or started on first call, then remembered)."""
-        with self._lock:
-            if self._server is None:
-                self._server = ensure_server(self.settings(), self._ping, self.spawn)
-                if self._server.get("spawned_here"):
-                    self._register_elastic(self._server)
-            return self._server
-
-    def _register_elastic(self, info: ServerInfo) -> None:
-        """A server started by a task inside a launched job joins the job's manifest."""
-        manifest = os.environ.get("WARPSTORE_MANIFEST")
-        if not manifest:
-            return
-        from warpstore.hpc.manifest import register_server
-
-        logger.warning(
-            "node %s had no server: started %s elastically, outside the job launcher; it has "
-            "no Slingshot VNI, so it uses TCP (not CXI)",
-            info.get("node"),
-            info["address"],
-        )
-        register_server(manifest, info)
-
-    def server_status(self, address: str | None = None) -> dict[str, Any]:
-        """Counters of a server (default: this node's)."""
-        import json
-
-        target = address or self.local_server()["address"]
-        _, data = self._client.request(target, Op.STATUS)
-        result: dict[str, Any] = json.loads(data.bytes)
-        return result
-
-    def stop_server(self, address: str | None = None) -> None:
-        """Ask a server (default: this node's) to stop, with an authenticated request."""
-        target = address or self.local_server()["address"]
-        self._client.request(target, Op.SHUTDOWN)
-        if address is None:
-            info = self._server
-            self._server = None
-            if info is not None:
-                stop_server(info, None)
-
-    # -- Connector protocol ------------------------------------------------------
-
-    def close(self) -> None:
-        """Close this process's connections; the servers keep running (and keep the data)."""
-        self._client.close()
-
-    def config(self) -> dict[str, Any]:
-        # No address: the process rebuilding this connector is on another node
-        # and must use its own. No token: only the path of the token file.
-        return {
-            "port": self.port,
-            "interface": self.interface,
-            "token_file": self.token_file,
-            "timeout": self.timeout,
-            "memory_limit": self.memory_limit,
-            "runtime_dir": self.runtime_dir,
-            "spawn": self.spawn,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ZMQConnector:
-        return cls(**config)
-
-    def evict(self, key: ZMQKey) -> None:
-        self._client.request(key.address, Op.EVICT, key.object_id.encode())
-
-    def exists(self, key: ZMQKey) -> bool:
-        status, _ = self._client.request(key.address, Op.EXISTS, key.object_id.encode())
-        return status == Status.OK
-
-    def get(self, key: ZMQKey) -> BytesLike | None:
-        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
-        if status != Status.OK:
-            return None
-        # The received frame is private to us and writable: deserialize can
-        # build numpy arrays straight on top of it, with no copy.
-        return b"" if frame is None else frame.buffer
-
-    def get_batch(self, keys: Sequence[ZMQKey]) -> list[BytesLike | None]:
-        by_server: dict[str, list[int]] = defaultdict(list)
-        for i, key in enumerate(keys):
-            by_server[key.address].append(i)
-        out: list[BytesLike | None] = [None] * len(keys)
-        for address, indices in by_server.items():
-            replies = self._client.pipeline(
-                address, [(Op.GET, keys[i].object_id.encode(), None) for i in indices]
-            )
-            for i, (status, frame) in zip(indices, replies, strict=True):
-                if status == Status.OK:
-                    out[i] = b"" if frame is None else frame.buffer
-        return out
-
-    def new_key(self, obj: BytesLike | None = None) -> ZMQKey:
-        server = self.local_server()
-        return ZMQKey(uuid.uuid4().hex, server["address"], server["node"])
-
-    def put(self, obj: BytesLike) -> ZMQKey:
-        key = self.new_key()
-        self.set(key, obj)
-        return key
-
-    def put_batch(self, objs: Sequence[BytesLike]) -> list[ZMQKey]:
-        if not objs:
-            return []
-        keys = [self.new_key() for _ in objs]
-        self._client.pipeline(
-            keys[0].address,
-            [(Op.PUT, k.object_id.encode(), o) for k, o in zip(keys, objs, strict=True)],
-        )
-        return keys
-
-    def set(self, key: ZMQKey, obj: BytesLike) -> None:
-        self._client.request(key.address, Op.PUT, key.object_id.encode(), obj)
+    @staticmethod
+    def _payload(data: Any) -> BytesLike:
+        # a zmq.Frame: its buffer is private to us and writable
+        return b"" if data is None else data.buffer

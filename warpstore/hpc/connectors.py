@@ -8,7 +8,9 @@ from typing import Any
 from warpstore.hpc.siteconfig import SiteConfig
 from warpstore.units import parse_size
 
-__all__ = ["connector_from_site", "zmq_settings"]
+__all__ = ["NODE_SERVER_TRANSPORTS", "connector_from_site", "node_server_settings", "zmq_settings"]
+
+NODE_SERVER_TRANSPORTS = ("zmq", "ucx")
 
 
 def zmq_settings(site: SiteConfig) -> dict[str, Any]:
@@ -23,6 +25,14 @@ def zmq_settings(site: SiteConfig) -> dict[str, Any]:
     }
 
 
+def node_server_settings(site: SiteConfig, kind: str) -> dict[str, Any]:
+    """Arguments of the node-server connector ``kind`` (zmq or ucx) from a site config."""
+    settings = zmq_settings(site)
+    if kind == "ucx":
+        settings["ucx_env"] = {str(k): str(v) for k, v in site["connector"].get("ucx", {}).items()}
+    return settings
+
+
 def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
     kind = kind or site["connector"]["type"]
     conn = site["connector"]
@@ -30,6 +40,10 @@ def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
         from warpstore.connectors.zmq import ZMQConnector
 
         return ZMQConnector(**zmq_settings(site))
+    if kind == "ucx":
+        from warpstore.connectors.ucx import UCXConnector
+
+        return UCXConnector(**node_server_settings(site, "ucx"))
     if kind == "redis":
         from warpstore.connectors.redis import RedisConnector
 
@@ -44,6 +58,6 @@ def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
         return FileConnector(os.path.expandvars(store_dir))
     raise NotImplementedError(
         f"site {site.name!r} asks for the {kind!r} connector, which this version of warpstore "
-        "does not provide yet (available: zmq, redis, file); use --connector or --set "
+        "does not provide yet (available: zmq, ucx, redis, file); use --connector or --set "
         "connector.type=..."
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from warpstore.hpc.connectors import zmq_settings
+from warpstore.hpc.connectors import NODE_SERVER_TRANSPORTS, node_server_settings
 from warpstore.hpc.environment import detect_environment
 from warpstore.hpc.manifest import read_manifest
 from warpstore.hpc.siteconfig import SiteConfig
@@ -54,16 +54,19 @@ def _token_file(job_dir: Path) -> Path:
 
 
 def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10.0) -> None:
+    from warpstore.server.clients import client_for, transport_of
     from warpstore.server.protocol import Op
     from warpstore.server.runtime import load_token
-    from warpstore.server.zmq_client import ZMQClient
 
     token, _ = load_token(token_file=token_file)
-    client = ZMQClient(token, timeout)
+    clients: dict[str, Any] = {}
     try:
         for server in manifest.get("servers", []):
             try:
-                client.request(server["address"], Op.SHUTDOWN, timeout=timeout)
+                transport = transport_of(server["address"])
+                if transport not in clients:
+                    clients[transport] = client_for(transport, token, timeout)
+                clients[transport].request(server["address"], Op.SHUTDOWN, timeout=timeout)
             except Exception as e:
                 logger.warning(
                     "could not stop server %s of node %s: %s",
@@ -71,8 +74,30 @@ def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10
                     server.get("node"),
                     e,
                 )
+                _terminate_if_here(server)
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
+
+
+def _terminate_if_here(server: dict[str, Any]) -> None:
+    """SIGTERM a server that did not answer SHUTDOWN, if it runs on this host.
+
+    Servers on other hosts end with the job's allocation; one on the launcher's
+    own host (the local site, a single-node job) must not outlive the launch.
+    """
+    import socket
+
+    from warpstore.server.runtime import pid_alive
+
+    pid = server.get("pid")
+    if not pid or server.get("host") != socket.gethostname() or not pid_alive(int(pid)):
+        return
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+        logger.warning("sent SIGTERM to server pid %s of node %s", pid, server.get("node"))
+    except ProcessLookupError:
+        pass
 
 
 def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -259,7 +284,7 @@ def launch(
     if not command:
         raise LaunchError("no command to run: give it after --")
     kind = connector or site["connector"]["type"]
-    if kind != "zmq":
+    if kind not in NODE_SERVER_TRANSPORTS:
         return _launch_serverless(site, command, kind)
     env_info = detect_environment()
     job_id = env_info.job_id or f"local-{os.getpid()}-{int(time.time())}"
@@ -271,7 +296,8 @@ def launch(
     manifest_path = job_dir / "manifest.json"
     for stale in (manifest_path, Path(str(manifest_path) + ".failed")):
         stale.unlink(missing_ok=True)
-    settings = zmq_settings(site)
+    settings = node_server_settings(site, kind)
+    ucx_env = settings.pop("ucx_env", None)
 
     child_env = dict(os.environ)
     child_env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
@@ -283,6 +309,21 @@ def launch(
             "WARPSTORE_SITE": site.name,
         }
     )
+    if ucx_env:  # the servers and every task use the site's UCX settings
+        child_env.update({str(k): str(v) for k, v in ucx_env.items()})
+    if kind == "ucx":
+        from warpstore.server.ucx_env import HOST_MEMORY_DEFAULTS, wheel_ucx_preload
+
+        for key, value in HOST_MEMORY_DEFAULTS.items():
+            child_env.setdefault(key, value)
+        preload = wheel_ucx_preload()
+        if preload:
+            old = child_env.get("LD_PRELOAD")
+            child_env["LD_PRELOAD"] = preload + (":" + old if old else "")
+            logger.info(
+                "UCX job with PyPI's mpich wheel: preloading the libucx wheel's UCX so that "
+                "MPI and ucxx share it"
+            )
     base = {
         "job_id": job_id,
         "site": site.name,
@@ -292,9 +333,10 @@ def launch(
         "token_file": str(token_file),
         "runtime_dir": str(runtime_dir),
         "connector": {
-            "type": "zmq",
+            "type": kind,
             "config": {
                 **{k: v for k, v in settings.items()},
+                **({"ucx_env": ucx_env} if ucx_env else {}),
                 "token_file": str(token_file),
                 "runtime_dir": str(runtime_dir),
             },
@@ -314,6 +356,7 @@ def launch(
         "--base",
         str(base_path),
     ]
+    server_cmd += ["--transport", kind]
     if settings["interface"]:
         server_cmd += ["--interface", settings["interface"]]
     if settings["port"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def register_server(path: str | os.PathLike[str], info: dict[str, Any]) -> bool:
         servers.append(
             {
                 "node": info.get("node"),
+                # the registering task spawned it locally: same host
+                "host": socket.gethostname(),
                 "address": info["address"],
                 "pid": info.get("pid"),
                 "elastic": True,

@@ -31,7 +31,9 @@ def _connector() -> object:
     from warpstore.hpc.connectors import connector_from_site
     from warpstore.hpc.siteconfig import load_site
 
-    return connector_from_site(load_site(os.environ.get("WARPSTORE_SITE", "local")), "zmq")
+    site = load_site(os.environ.get("WARPSTORE_SITE", "local"))
+    kind = site["connector"]["type"]
+    return connector_from_site(site, kind if kind in ("zmq", "ucx") else "zmq")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         print("usage: warpstore-run CMD [ARGS...]", file=sys.stderr)
         return 2
-    from warpstore.connectors.zmq import ZMQConnector
+    from warpstore.connectors._nodeserver import NodeServerConnector
     from warpstore.server.spawn import find_server, stop_server
 
     local_rank, local_size = local_rank_info()
     leader = not local_rank
     connector = _connector()
-    assert isinstance(connector, ZMQConnector)
+    if not isinstance(connector, NodeServerConnector):
+        print(
+            f"warpstore-run: the job's connector {type(connector).__name__} has no node "
+            "servers; run the application directly",
+            file=sys.stderr,
+        )
+        return 2
     directory = connector.settings().directory()
     if leader:
         info = connector.local_server()

@@ -31,11 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warpstore-server-rank")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--base", required=True, help="JSON file with the manifest's fixed part")
+    parser.add_argument("--transport", default="zmq", choices=["zmq", "ucx"])
     parser.add_argument("--interface", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--memory-limit", type=int, default=None)
     args = parser.parse_args(argv)
 
+    if args.transport == "ucx":
+        # before MPI: an MPI that bundles its own UCX (the mpich wheel) must not load first
+        from warpstore.server.ucx_env import import_ucxx
+
+        import_ucxx()
     from mpi4py import MPI
 
     from warpstore.server.main import RunningServer
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if leader:
         try:
             server = RunningServer(
-                "zmq",
+                args.transport,
                 interface=args.interface,
                 port=args.port,
                 memory_limit=args.memory_limit,

@@ -38,7 +38,14 @@ def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any
     if existing is not None:
         return existing
     connector = manifest["connector"]
-    classes = {"zmq": ZMQConnector, "redis": RedisConnector, "file": FileConnector}
+    from warpstore.connectors.ucx import UCXConnector
+
+    classes = {
+        "zmq": ZMQConnector,
+        "ucx": UCXConnector,
+        "redis": RedisConnector,
+        "file": FileConnector,
+    }
     if connector.get("type") not in classes:
         raise ValueError(
             f"manifest {path or os.environ.get('WARPSTORE_MANIFEST')} names connector "

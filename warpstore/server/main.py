@@ -62,14 +62,18 @@ class RunningServer:
     ) -> None:
         self.node = node_name()
         _setup_logging(self.node)
-        if transport != "zmq":
-            raise ValueError(f"unknown server transport {transport!r} (available: zmq)")
-        from warpstore.server.zmq_server import ZMQServer
+        server_class: Any
+        if transport == "zmq":
+            from warpstore.server.zmq_server import ZMQServer as server_class
+        elif transport == "ucx":
+            from warpstore.server.ucx_server import UCXServer as server_class
+        else:
+            raise ValueError(f"unknown server transport {transport!r} (available: zmq, ucx)")
 
         token, token_path = load_token(token_file=token_file, root=runtime_dir)
         self.directory = node_dir(transport, runtime_dir)
-        ip = default_address(address, interface)
-        self.server = ZMQServer(token, ip, port, self.node, memory_limit)
+        ip = default_address(address, interface, transport)
+        self.server = server_class(token, ip, port, self.node, memory_limit)
         self.memory_limit = memory_limit
         self.info_path = self.directory / "server.json"
         self.info: dict[str, Any] = {
@@ -95,7 +99,7 @@ class RunningServer:
 
     @property
     def address(self) -> str:
-        return self.server.address
+        return str(self.server.address)
 
     def serve(self) -> dict[str, Any]:
         """Serve until SIGTERM/SIGINT or SHUTDOWN; write the report; return the final status."""
@@ -116,7 +120,7 @@ class RunningServer:
         return status
 
     def finish(self) -> dict[str, Any]:
-        status = self.server.core.status()
+        status: dict[str, Any] = self.server.core.status()
         self.server.close()
         current = read_json(self.info_path)
         if current is not None and current.get("pid") == os.getpid():
@@ -138,4 +142,5 @@ class RunningServer:
 
 def run_server(transport: str = "zmq", **kwargs: Any) -> dict[str, Any]:
     """Bind, serve until stopped, and return the final status (also in ``report.json``)."""
-    return RunningServer(transport, **kwargs).serve()
+    status: dict[str, Any] = RunningServer(transport, **kwargs).serve()
+    return status

@@ -1,7 +1,8 @@
 """The node-server wire protocol, byte by byte.
 
-Every message, request or reply, is two or three frames (ZeroMQ frames; other
-transports send the same bytes as length-prefixed messages):
+Every message, request or reply, is two or three frames (ZeroMQ frames; the
+UCX transport sends each frame as one tagged UCX message, the key frame only
+when it is not empty):
 
     frame 0: header, exactly 64 bytes
     frame 1: key, ``key_len`` bytes (may be empty)
@@ -28,6 +29,13 @@ tag covers ``data_len`` and ``request_id``, a reply cannot be swapped for
 another one; the data frame itself is not MAC'd (hashing 100 MiB would cost
 more than moving it), so its integrity rests on the transport (TCP, RDMA).
 
+UCX only: the receiver of a tagged message must post a buffer first, so it
+learns the lengths from the header (:func:`peek_lengths`) before it receives
+the key and the data. A PUT of more than ``EAGER_MAX`` bytes is two-step: the
+client sends header and key, the server answers ``CONTINUE`` (or a refusal:
+wrong token, store full) and only then does the client send the data, so a
+refused PUT never leaves unread bytes in the stream.
+
 Nothing in this protocol is ever unpickled: keys are opaque bytes, data is
 opaque bytes, and the STATUS reply is JSON. Pickled objects are only turned
 back into objects by the client that asked for them, after the reply's tag
@@ -42,6 +50,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
+    "EAGER_MAX",
     "HEADER_SIZE",
     "MAGIC",
     "MAX_KEY_LEN",
@@ -50,12 +59,14 @@ __all__ = [
     "ProtocolError",
     "Status",
     "pack_header",
+    "peek_lengths",
     "unpack_header",
 ]
 
 MAGIC = b"WSv1"
 HEADER_SIZE = 64
 MAX_KEY_LEN = 1024
+EAGER_MAX = 64 * 1024  # UCX: larger PUTs wait for CONTINUE before sending data
 _BODY = struct.Struct("<4sBBHQQII")  # the first 32 bytes, covered by the tag
 TAG_SIZE = 32
 assert _BODY.size + TAG_SIZE == HEADER_SIZE
@@ -77,6 +88,7 @@ class Status(enum.IntEnum):
     AUTH_FAILED = 3
     STORE_FULL = 4
     BAD_REQUEST = 5
+    CONTINUE = 6  # UCX: header accepted, send the data
 
 
 class ProtocolError(ValueError):
@@ -93,7 +105,7 @@ class Header:
     tag: bytes
 
 
-def _tag(token: bytes, body: bytes, key: bytes | memoryview) -> bytes:
+def _tag(token: bytes, body: bytes, key: bytes | bytearray | memoryview) -> bytes:
     # hmac.digest() is the one-shot C path: about half the cost of hmac.new()
     return hmac.digest(token, body + bytes(key), "sha256")
 
@@ -112,8 +124,28 @@ def pack_header(
     return body + _tag(token, body, key)
 
 
+def peek_lengths(header: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(key_len, data_len)`` of a header whose tag is not checked yet.
+
+    For transports that must size receive buffers before the key arrives;
+    structural problems raise :class:`ProtocolError`. Nothing here may be
+    trusted beyond sizing a bounded key buffer until :func:`unpack_header`
+    has verified the tag.
+    """
+    if len(header) != HEADER_SIZE:
+        raise ProtocolError(f"header is {len(header)} bytes, expected {HEADER_SIZE}")
+    magic, _op, _status, flags, _rid, data_len, key_len, reserved = _BODY.unpack_from(header)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r} (not a warpstore v1 message)")
+    if flags or reserved:
+        raise ProtocolError("reserved header fields are not zero")
+    if key_len > MAX_KEY_LEN:
+        raise ProtocolError(f"key length {key_len} exceeds {MAX_KEY_LEN}")
+    return key_len, data_len
+
+
 def unpack_header(
-    token: bytes, header: bytes | memoryview, key: bytes | memoryview
+    token: bytes, header: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview
 ) -> tuple[Header, bool]:
     """Parse ``header`` and check its tag against ``key``.
 

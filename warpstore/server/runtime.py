@@ -241,13 +241,17 @@ def interface_address(interface: str) -> str:
     return socket.inet_ntoa(packed[20:24])
 
 
-def default_address(address: str | None = None, interface: str | None = None) -> str:
+def default_address(
+    address: str | None = None, interface: str | None = None, transport: str = "zmq"
+) -> str:
     """The IP this node's server binds to: explicit, interface, environment, host name."""
     if address:
         return address
     sim = simulated_node()
     if sim is not None:
-        return f"127.0.0.{2 + sim}"
+        # UCX's TCP wire-up fails intermittently ("Destination is unreachable") between
+        # secondary loopback addresses, so simulated UCX nodes differ by port only.
+        return "127.0.0.1" if transport == "ucx" else f"127.0.0.{2 + sim}"
     interface = interface or os.environ.get("WARPSTORE_INTERFACE")
     if interface:
         return interface_address(interface)

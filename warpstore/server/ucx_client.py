@@ -1,0 +1,245 @@
+"""Client side of the UCX transport: authenticated request/reply over ucxx endpoints.
+
+ucxx's API is asyncio; task code is not. Each process runs one event loop in
+a daemon thread and keeps one endpoint per server, reused for every request;
+a lock per endpoint keeps requests of several threads from interleaving their
+frames. Replies are checked exactly as the ZeroMQ client checks them (tag,
+request id, op, key). A GET's data is received straight into a fresh buffer
+of the size the (authenticated) header gives, which the caller then owns.
+
+A timeout or an error on an endpoint drops it, so a late reply can never be
+read as the answer to the next request; the next request reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import numpy as np
+
+from warpstore.exceptions import (
+    AuthenticationError,
+    ConnectorConnectionError,
+    ConnectorError,
+    StoreFullError,
+)
+from warpstore.server.protocol import (
+    EAGER_MAX,
+    HEADER_SIZE,
+    Op,
+    ProtocolError,
+    Status,
+    pack_header,
+    peek_lengths,
+    unpack_header,
+)
+from warpstore.server.runtime import node_name
+from warpstore.server.ucx_env import import_ucxx
+from warpstore.server.ucx_server import parse_ucx_address
+
+__all__ = ["UCXClient"]
+
+Request = tuple[int, bytes, Any]
+
+
+class _Loop:
+    """One asyncio loop per process, in a daemon thread, for every UCXClient."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid = 0
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid():
+                import_ucxx()
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="warpstore-ucx", daemon=True
+                )
+                thread.start()
+                cls._loop, cls._pid = loop, os.getpid()
+            return cls._loop
+
+
+class _Endpoint:
+    def __init__(self, ep: Any) -> None:
+        self.ep = ep
+        self.lock = asyncio.Lock()
+
+
+class UCXClient:
+    """Sends requests to UCX node servers and checks their replies."""
+
+    def __init__(self, token: bytes, timeout: float = 30.0) -> None:
+        self.token = token
+        self.timeout = timeout
+        self._ids = itertools.count(secrets.randbits(48))
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # -- sync API (same as ZMQClient) -------------------------------------------------
+
+    def request(
+        self,
+        address: str,
+        op: int,
+        key: bytes = b"",
+        data: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[Status, Any]:
+        return self.pipeline(address, [(op, key, data)], timeout)[0]
+
+    def pipeline(
+        self, address: str, requests: Sequence[Request], timeout: float | None = None
+    ) -> list[tuple[Status, Any]]:
+        """Run ``requests`` on one server in order, on one endpoint, in one loop hop."""
+        timeout = self.timeout if timeout is None else timeout
+        loop = _Loop.get()
+        future = asyncio.run_coroutine_threadsafe(self._pipeline(address, requests), loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            self._drop_soon(address)
+            op, key, _ = requests[0]
+            raise ConnectorConnectionError(
+                f"no reply from server {address} within {timeout:g} s to "
+                f"{Op(op).name} of key {key.decode(errors='replace')!r} "
+                f"(from node {node_name()}): is the server running and reachable?"
+            ) from None
+
+    def close(self) -> None:
+        """Close every endpoint (idempotent)."""
+        if self._closed or not self._endpoints:
+            self._closed = True
+            return
+        self._closed = True
+        loop = _Loop.get()
+        for address in list(self._endpoints):
+            self._drop_soon(address)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+
+    # -- inside the loop ----------------------------------------------------------------
+
+    def _drop_soon(self, address: str) -> None:
+        loop = _Loop.get()
+
+        def drop() -> None:
+            entry = self._endpoints.pop(address, None)
+            if entry is not None:
+                with contextlib.suppress(Exception):
+                    entry.ep.abort()
+
+        loop.call_soon_threadsafe(drop)
+
+    async def _endpoint(self, address: str) -> _Endpoint:
+        entry = self._endpoints.get(address)
+        if entry is not None:
+            return entry
+        lock = self._connecting.setdefault(address, asyncio.Lock())
+        async with lock:
+            entry = self._endpoints.get(address)
+            if entry is None:
+                host, port = parse_ucx_address(address)
+                ucxx = import_ucxx()
+                try:
+                    ep = await ucxx.create_endpoint(host, port)
+                except Exception as e:
+                    raise ConnectorConnectionError(
+                        f"cannot connect to UCX server {address} from node {node_name()}: "
+                        f"{type(e).__name__}: {e}"
+                    ) from e
+                entry = self._endpoints[address] = _Endpoint(ep)
+            return entry
+
+    async def _pipeline(
+        self, address: str, requests: Sequence[Request]
+    ) -> list[tuple[Status, Any]]:
+        entry = await self._endpoint(address)
+        async with entry.lock:
+            try:
+                return [await self._one(entry.ep, address, *r) for r in requests]
+            except (ConnectorError, AuthenticationError):
+                self._drop(address, entry)
+                raise
+            except asyncio.CancelledError:
+                self._drop(address, entry)
+                raise
+            except Exception as e:
+                self._drop(address, entry)
+                raise ConnectorConnectionError(
+                    f"UCX error talking to server {address} from node {node_name()}: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+
+    def _drop(self, address: str, entry: _Endpoint) -> None:
+        if self._endpoints.get(address) is entry:
+            del self._endpoints[address]
+        with contextlib.suppress(Exception):
+            entry.ep.abort()
+
+    async def _one(
+        self, ep: Any, address: str, op: int, key: bytes, data: Any
+    ) -> tuple[Status, Any]:
+        rid = next(self._ids)
+        nbytes = 0 if data is None else memoryview(data).nbytes
+        header = pack_header(self.token, op, key=key, request_id=rid, data_len=nbytes)
+        await ep.send(bytearray(header))
+        if key:
+            await ep.send(bytearray(key))
+        if nbytes:
+            payload = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+            if nbytes > EAGER_MAX:
+                status, reply = await self._reply(ep, address, rid, op, key)
+                if status != Status.CONTINUE:
+                    return status, reply
+            await ep.send(payload)
+        return await self._reply(ep, address, rid, op, key)
+
+    async def _reply(
+        self, ep: Any, address: str, rid: int, op: int, key: bytes
+    ) -> tuple[Status, Any]:
+        header = bytearray(HEADER_SIZE)
+        await ep.recv(header)
+        try:
+            key_len, data_len = peek_lengths(header)
+        except ProtocolError as e:
+            raise ConnectorError(f"malformed reply from {address}: {e}") from e
+        reply_key = bytearray(key_len)
+        if key_len:
+            await ep.recv(reply_key)
+        parsed, authentic = unpack_header(self.token, header, reply_key)
+        if not authentic:
+            if parsed.status == Status.AUTH_FAILED:
+                raise AuthenticationError(
+                    f"server {address} refused our token: the client and the server use "
+                    f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
+                )
+            raise AuthenticationError(
+                f"reply from {address} failed authentication; it was discarded unread"
+            )
+        body: Any = None
+        if data_len:
+            body = np.empty(data_len, dtype=np.uint8)
+            await ep.recv(body)
+        status = Status(parsed.status)
+        what = f"{Op(op).name} of key {key.decode(errors='replace')!r} at {address}"
+        if status not in (Status.OK, Status.NOT_FOUND, Status.CONTINUE):
+            message = bytes(body).decode(errors="replace") if body is not None else status.name
+            if status == Status.STORE_FULL:
+                raise StoreFullError(message)
+            raise ConnectorError(f"{what} failed: {message}")
+        if parsed.request_id != rid or parsed.op != op or bytes(reply_key) != key:
+            raise ConnectorError(f"reply from {address} to {what} does not match its request")
+        return status, (None if body is None else memoryview(body))
