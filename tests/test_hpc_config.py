@@ -108,6 +108,12 @@ def test_nested_unknown_key(tmp_path: Path) -> None:
         load_site(path)
 
 
+def test_ucx_settings_must_be_ucx_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "connector:\n  ucx:\n    TLS: tcp\n")
+    with pytest.raises(SiteConfigError, match=r"connector\.ucx\.TLS"):
+        load_site(path)
+
+
 def test_wrong_type_names_key_and_type(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "nodes: four\n")
     with pytest.raises(SiteConfigError) as e:

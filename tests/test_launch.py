@@ -109,6 +109,24 @@ def test_launch_four_simulated_nodes_runs_the_example(job: dict[str, Any]) -> No
     assert "put 6 objects" in summary and str(jd) in summary
 
 
+def test_launch_ucx_four_simulated_nodes(job: dict[str, Any]) -> None:
+    pytest.importorskip("ucxx")
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    proc = launch(
+        job, "--site", "local", "--nodes", "4", "--connector", "ucx", "--",
+        "mpiexec", "-n", "4", sys.executable, str(EXAMPLE), "--size-mib", "2",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "workflow OK: 4 ranks" in proc.stdout
+    assert "from node sim0 (ucx://127.0.0.1:" in proc.stdout
+    manifest = json.loads((job_dir(job) / "manifest.json").read_text())
+    assert manifest["connector"]["type"] == "ucx"
+    assert [s["node"] for s in manifest["servers"]] == ["sim0", "sim1", "sim2", "sim3"]
+    report = json.loads((job_dir(job) / "report.json").read_text())
+    assert report["servers_reported"] == 4
+    assert sum(n["puts"] for n in report["nodes"]) == 6
+
+
 def test_exit_status_of_the_command_is_the_launchers(job: dict[str, Any]) -> None:
     proc = launch(job, "--site", "local", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert proc.returncode == 7, proc.stderr

@@ -182,6 +182,12 @@ def validate(data: Any, source: str) -> SiteConfig:
             f"{source}: key 'connector.type' must be one of {', '.join(CONNECTORS)}, "
             f"got {connector.get('type')!r}"
         )
+    for key in connector.get("ucx", {}):
+        if not str(key).startswith(("UCX_", "RAPIDS_")):
+            raise SiteConfigError(
+                f"{source}: key 'connector.ucx.{key}' is not a UCX setting: use UCX_* "
+                "variables (UCX_TLS, UCX_NET_DEVICES...) or RAPIDS_LIBUCX_PREFER_SYSTEM_LIBRARY"
+            )
     if "walltime" in data:
         validate_walltime(data["walltime"], f"{source}: key 'walltime'")
     for key in ("modules", "worker_init", "scheduler_options"):
