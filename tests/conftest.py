@@ -96,18 +96,123 @@ def zmq_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         kill_all(str(root))
 
 
-@pytest.fixture(params=["local", "file", "redis", "zmq"])
+@pytest.fixture
+def ucx_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A UCXConnector (real ucxx) whose node server runs in a private runtime dir."""
+    pytest.importorskip("ucxx")
+    from tests.procs import kill_all
+    from warpstore.connectors.ucx import UCXConnector
+
+    root = tmp_path / "ucx-rt"
+    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
+    monkeypatch.setenv("WARPSTORE_JOB_ID", f"conn-{os.getpid()}-{time.monotonic_ns()}")
+    monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.1")
+    monkeypatch.delenv("WARPSTORE_TOKEN", raising=False)
+    monkeypatch.delenv("WARPSTORE_TOKEN_FILE", raising=False)
+    c = UCXConnector(timeout=30)
+    try:
+        yield c
+    finally:
+        with contextlib.suppress(Exception):
+            if c._server is not None:
+                c.stop_server()
+        c.close()
+        kill_all(str(root))
+
+
+@pytest.fixture
+def margo_server(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Margo node server in this process, on the adapter double (no pymargo here)."""
+    import threading
+
+    import warpstore.server.margo_adapter as adapter
+    from tests.margo_double import DoubleEngine
+    from warpstore.server.main import RunningServer
+
+    monkeypatch.setattr(adapter, "ENGINE_FACTORY", DoubleEngine)
+    root = tmp_path / "margo-rt"
+    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
+    monkeypatch.setenv("WARPSTORE_JOB_ID", f"margo-{os.getpid()}-{time.monotonic_ns()}")
+    monkeypatch.delenv("WARPSTORE_TOKEN", raising=False)
+    monkeypatch.delenv("WARPSTORE_TOKEN_FILE", raising=False)
+    running = RunningServer(
+        "margo", address="127.0.0.1", protocol="ofi+tcp", memory_limit=2**30
+    )
+    thread = threading.Thread(target=running.server.serve, daemon=True)
+    thread.start()
+    try:
+        yield running
+    finally:
+        running.server.stop()
+        thread.join(10)
+        running.finish()
+
+
+@pytest.fixture
+def margo_connector(margo_server: Any) -> Iterator[Any]:
+    from warpstore.connectors.margo import MargoConnector
+
+    c = MargoConnector(protocol="ofi+tcp", timeout=20, spawn=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def pydaos_double(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The pydaos double as ``pydaos``, with pool ``tank`` and PYTHON container ``objs``."""
+    import sys
+
+    from tests import pydaos_double as double
+
+    double.reset()
+    double.create_container("tank", "objs")
+    monkeypatch.setitem(sys.modules, "pydaos", double)
+    yield double
+    double.reset()
+
+
+@pytest.fixture
+def daos_connector(pydaos_double: Any) -> Iterator[Any]:
+    from warpstore.connectors.daos import DAOSConnector
+
+    c = DAOSConnector("tank", "objs", namespace=f"ns-{time.monotonic_ns()}")
+    yield c
+    c.close()
+
+
+def _local(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    return LocalConnector()
+
+
+def _file(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    return FileConnector(tmp_path / "store")
+
+
+def _redis(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    host, port = request.getfixturevalue("redis_server")
+    return RedisConnector(host, port, prefix=f"test-{os.getpid()}-{time.monotonic_ns()}:")
+
+
+# Every connector the conformance suite (tests/test_conformance.py) runs against.
+# A new connector joins by adding one entry: a fixture name, or a maker.
+CONNECTORS: dict[str, str | Callable[[pytest.FixtureRequest, Any], Any]] = {
+    "local": _local,
+    "file": _file,
+    "redis": _redis,
+    "zmq": "zmq_connector",
+    "ucx": "ucx_connector",
+    "margo-double": "margo_connector",
+    "daos-double": "daos_connector",
+}
+
+
+@pytest.fixture(params=sorted(CONNECTORS))
 def connector(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     """Each connector, ready to use."""
-    if request.param == "zmq":
-        yield request.getfixturevalue("zmq_connector")
+    how = CONNECTORS[request.param]
+    if isinstance(how, str):
+        yield request.getfixturevalue(how)
         return
-    if request.param == "local":
-        c: Any = LocalConnector()
-    elif request.param == "file":
-        c = FileConnector(tmp_path / "store")
-    else:
-        host, port = request.getfixturevalue("redis_server")
-        c = RedisConnector(host, port, prefix=f"test-{os.getpid()}-{time.monotonic_ns()}:")
+    c = how(request, tmp_path)
     yield c
     c.close()

@@ -1,85 +1,20 @@
-"""Every foundation connector: the Protocol's operations, errors and batch paths."""
+"""Connector-specific behaviour (the shared contract is in tests/test_conformance.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
 import os
-import pickle
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import free_port
 from warpstore.connectors.file import FileConnector, FileKey
-from warpstore.connectors.protocols import (
-    Connector,
-    DeferrableConnector,
-    connector_from_path,
-    connector_path,
-)
 from warpstore.connectors.redis import RedisConnector, RedisKey
 from warpstore.exceptions import ConnectorConnectionError, ConnectorError, StoreFullError
-
-
-def test_implements_protocols(connector: Any) -> None:
-    assert isinstance(connector, Connector)
-    assert isinstance(connector, DeferrableConnector)
-
-
-@pytest.mark.parametrize("size", [0, 1, 1000, 3 * 1024 * 1024])
-def test_put_get_exists_evict(connector: Any, size: int) -> None:
-    data = os.urandom(size)
-    key = connector.put(data)
-    assert connector.exists(key)
-    assert bytes(connector.get(key)) == data
-    connector.evict(key)
-    assert not connector.exists(key)
-    assert connector.get(key) is None
-    connector.evict(key)  # evicting twice is fine
-
-
-def test_keys_are_small_picklable_namedtuples(connector: Any) -> None:
-    key = connector.put(b"x")
-    assert isinstance(key, tuple) and hasattr(key, "_fields")
-    assert pickle.loads(pickle.dumps(key)) == key
-    assert len(pickle.dumps(key)) < 200
-
-
-def test_batches(connector: Any) -> None:
-    objs = [os.urandom(n) for n in (0, 10, 1000)]
-    keys = connector.put_batch(objs)
-    assert len(set(keys)) == 3
-    assert [bytes(b) for b in connector.get_batch(keys)] == objs
-    connector.evict(keys[1])
-    got = connector.get_batch(keys)
-    assert got[1] is None and bytes(got[2]) == objs[2]
-    assert connector.put_batch([]) == [] and connector.get_batch([]) == []
-
-
-def test_new_key_then_set(connector: Any) -> None:
-    key = connector.new_key()
-    assert not connector.exists(key)
-    connector.set(key, b"later")
-    assert bytes(connector.get(key)) == b"later"
-
-
-def test_config_round_trip(connector: Any) -> None:
-    key = connector.put(b"shared")
-    other = connector_from_path(connector_path(connector), connector.config())
-    try:
-        assert bytes(other.get(key)) == b"shared"
-    finally:
-        other.close()
-
-
-def test_close_is_idempotent(connector: Any) -> None:
-    connector.close()
-    connector.close()
-
 
 # -- FileConnector ------------------------------------------------------------
 

@@ -259,9 +259,21 @@ def test_launch_with_serverless_connectors(
     assert f"used the {kind} connector" in proc.stdout
 
 
-def test_launch_with_a_connector_not_yet_available(job: dict[str, Any]) -> None:
+def test_launch_margo_without_pymargo_fails_fast_naming_node(job: dict[str, Any]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pymargo") is not None:
+        pytest.skip("pymargo is installed: this checks the error without it")
     proc = launch(job, "--site", "local", "--connector", "margo", "--", "true")
-    assert proc.returncode != 0 and "margo" in proc.stderr
+    assert proc.returncode != 0
+    assert "failed to start on node" in proc.stderr and "pymargo" in proc.stderr
+    assert "spack install" in proc.stderr
+
+
+def test_launch_daos_needs_pool_and_container(job: dict[str, Any]) -> None:
+    proc = launch(job, "--site", "local", "--connector", "daos", "--", "true")
+    assert proc.returncode != 0
+    assert "connector.daos.pool" in proc.stderr and "--type PYTHON" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -27,7 +27,7 @@ def server() -> None:
 
 _transport = click.option(
     "--transport",
-    type=click.Choice(["zmq", "ucx"]),
+    type=click.Choice(["zmq", "ucx", "margo"]),
     default="zmq",
     show_default=True,
     help="Transport of the server.",
@@ -60,6 +60,11 @@ _token = click.option(
     help="Most bytes of objects to hold, e.g. 8GiB (default: no limit).",
 )
 @_runtime
+@click.option(
+    "--protocol",
+    default=None,
+    help="Margo only: Mercury protocol (tcp, ofi+tcp, ofi+verbs, cxi); default tcp.",
+)
 @click.option("--foreground", is_flag=True, help="Run here instead of as a detached process.")
 def start(
     transport: str,
@@ -69,11 +74,15 @@ def start(
     token_file: str | None,
     memory_limit: int | None,
     runtime_dir: str | None,
+    protocol: str | None,
     foreground: bool,
 ) -> None:
     """Start this node's server (or report the one already running)."""
     if address and interface:
         raise click.UsageError("give --address or --interface, not both")
+    if protocol and transport != "margo":
+        raise click.UsageError("--protocol is for --transport margo")
+    extra: dict[str, Any] = {"protocol": protocol} if transport == "margo" else {}
     if foreground:
         from warpstore.server.main import run_server
 
@@ -86,6 +95,7 @@ def start(
                 token_file=token_file,
                 memory_limit=memory_limit,
                 runtime_dir=runtime_dir,
+                **extra,
             )
         except (OSError, RuntimeError, ValueError) as e:
             click.echo(f"warpstore server: {e}", err=True)
@@ -99,6 +109,7 @@ def start(
         token_file=token_file,
         memory_limit=memory_limit,
         runtime_dir=runtime_dir,
+        **({"protocol": protocol or "tcp"} if transport == "margo" else {}),
     )
     info = connector.local_server()
     click.echo(
@@ -109,6 +120,10 @@ def start(
 
 
 def _connector(transport: str, **kwargs: Any) -> Any:
+    if transport == "margo":
+        from warpstore.connectors.margo import MargoConnector
+
+        return MargoConnector(**kwargs)
     if transport == "ucx":
         from warpstore.connectors.ucx import UCXConnector
 

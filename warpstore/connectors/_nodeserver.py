@@ -91,6 +91,10 @@ class NodeServerConnector:
 
     # -- the local server ------------------------------------------------------
 
+    def _server_args(self) -> list[str]:
+        """Transport-specific options for ``warpstore server start`` (none by default)."""
+        return []
+
     def settings(self) -> ServerSettings:
         return ServerSettings(
             self.transport,
@@ -100,6 +104,7 @@ class NodeServerConnector:
             token_file=self.token_file,
             memory_limit=self.memory_limit,
             runtime_dir=self.runtime_dir,
+            extra_args=self._server_args(),
         )
 
     def _ping(self, info: ServerInfo) -> bool:

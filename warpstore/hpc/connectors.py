@@ -10,7 +10,7 @@ from warpstore.units import parse_size
 
 __all__ = ["NODE_SERVER_TRANSPORTS", "connector_from_site", "node_server_settings", "zmq_settings"]
 
-NODE_SERVER_TRANSPORTS = ("zmq", "ucx")
+NODE_SERVER_TRANSPORTS = ("zmq", "ucx", "margo")
 
 
 def zmq_settings(site: SiteConfig) -> dict[str, Any]:
@@ -30,6 +30,8 @@ def node_server_settings(site: SiteConfig, kind: str) -> dict[str, Any]:
     settings = zmq_settings(site)
     if kind == "ucx":
         settings["ucx_env"] = {str(k): str(v) for k, v in site["connector"].get("ucx", {}).items()}
+    if kind == "margo":
+        settings["protocol"] = str(site["connector"].get("margo", {}).get("protocol", "tcp"))
     return settings
 
 
@@ -44,6 +46,24 @@ def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
         from warpstore.connectors.ucx import UCXConnector
 
         return UCXConnector(**node_server_settings(site, "ucx"))
+    if kind == "margo":
+        from warpstore.connectors.margo import MargoConnector
+
+        return MargoConnector(**node_server_settings(site, "margo"))
+    if kind == "daos":
+        from warpstore.connectors.daos import DAOSConnector
+
+        daos = conn.get("daos", {})
+        if not daos.get("pool") or not daos.get("container"):
+            raise ValueError(
+                f"site {site.name!r}: the daos connector needs connector.daos.pool and "
+                "connector.daos.container (e.g. --set connector.daos.pool=MYPOOL --set "
+                "connector.daos.container=warpstore); create the container with "
+                "`daos cont create MYPOOL warpstore --type PYTHON`"
+            )
+        return DAOSConnector(
+            str(daos["pool"]), str(daos["container"]), str(daos.get("namespace", "warpstore"))
+        )
     if kind == "redis":
         from warpstore.connectors.redis import RedisConnector
 
@@ -58,6 +78,6 @@ def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
         return FileConnector(os.path.expandvars(store_dir))
     raise NotImplementedError(
         f"site {site.name!r} asks for the {kind!r} connector, which this version of warpstore "
-        "does not provide yet (available: zmq, ucx, redis, file); use --connector or --set "
-        "connector.type=..."
+        "does not provide (available: zmq, ucx, margo, daos, redis, file); use --connector "
+        "or --set connector.type=..."
     )

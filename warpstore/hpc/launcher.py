@@ -222,7 +222,7 @@ def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> i
     else:
         try:
             conn = connector_from_site(site, kind)
-        except NotImplementedError as e:
+        except (NotImplementedError, ValueError) as e:
             raise LaunchError(str(e)) from e
     manifest_path = job_dir / "manifest.json"
     manifest: dict[str, Any] = {
@@ -298,6 +298,7 @@ def launch(
         stale.unlink(missing_ok=True)
     settings = node_server_settings(site, kind)
     ucx_env = settings.pop("ucx_env", None)
+    protocol = settings.pop("protocol", None)
 
     child_env = dict(os.environ)
     child_env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
@@ -337,6 +338,7 @@ def launch(
             "config": {
                 **{k: v for k, v in settings.items()},
                 **({"ucx_env": ucx_env} if ucx_env else {}),
+                **({"protocol": protocol} if protocol else {}),
                 "token_file": str(token_file),
                 "runtime_dir": str(runtime_dir),
             },
@@ -357,6 +359,8 @@ def launch(
         str(base_path),
     ]
     server_cmd += ["--transport", kind]
+    if protocol:
+        server_cmd += ["--protocol", protocol]
     if settings["interface"]:
         server_cmd += ["--interface", settings["interface"]]
     if settings["port"]:

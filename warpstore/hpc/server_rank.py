@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warpstore-server-rank")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--base", required=True, help="JSON file with the manifest's fixed part")
-    parser.add_argument("--transport", default="zmq", choices=["zmq", "ucx"])
+    parser.add_argument("--transport", default="zmq", choices=["zmq", "ucx", "margo"])
+    parser.add_argument("--protocol", default=None, help="margo: Mercury protocol")
     parser.add_argument("--interface", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--memory-limit", type=int, default=None)
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory_limit=args.memory_limit,
                 runtime_dir=os.environ.get("WARPSTORE_RUNTIME_DIR"),
                 token_file=os.environ.get("WARPSTORE_TOKEN_FILE"),
+                **({"protocol": args.protocol} if args.transport == "margo" else {}),
             )
             mine = {
                 "ok": True,

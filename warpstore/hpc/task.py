@@ -38,11 +38,15 @@ def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any
     if existing is not None:
         return existing
     connector = manifest["connector"]
+    from warpstore.connectors.daos import DAOSConnector
+    from warpstore.connectors.margo import MargoConnector
     from warpstore.connectors.ucx import UCXConnector
 
     classes = {
         "zmq": ZMQConnector,
         "ucx": UCXConnector,
+        "margo": MargoConnector,
+        "daos": DAOSConnector,
         "redis": RedisConnector,
         "file": FileConnector,
     }

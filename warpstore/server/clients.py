@@ -16,7 +16,9 @@ def transport_of(address: str) -> str:
         return "zmq"
     if address.startswith("ucx://"):
         return "ucx"
-    raise ValueError(f"unknown server address scheme: {address!r} (tcp:// or ucx://)")
+    if address.startswith("margo:"):
+        return "margo"
+    raise ValueError(f"unknown server address scheme: {address!r} (tcp://, ucx:// or margo:)")
 
 
 def client_for(transport: str, token: bytes, timeout: float = 30.0) -> Any:
@@ -28,4 +30,8 @@ def client_for(transport: str, token: bytes, timeout: float = 30.0) -> Any:
         from warpstore.server.ucx_client import UCXClient
 
         return UCXClient(token, timeout)
-    raise ValueError(f"unknown server transport {transport!r} (zmq or ucx)")
+    if transport == "margo":
+        from warpstore.server.margo_client import MargoClient
+
+        return MargoClient(token, timeout)
+    raise ValueError(f"unknown server transport {transport!r} (zmq, ucx or margo)")

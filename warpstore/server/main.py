@@ -59,6 +59,7 @@ class RunningServer:
         token_file: str | None = None,
         memory_limit: int | None = None,
         runtime_dir: str | None = None,
+        protocol: str | None = None,
     ) -> None:
         self.node = node_name()
         _setup_logging(self.node)
@@ -67,13 +68,22 @@ class RunningServer:
             from warpstore.server.zmq_server import ZMQServer as server_class
         elif transport == "ucx":
             from warpstore.server.ucx_server import UCXServer as server_class
+        elif transport == "margo":
+            from warpstore.server.margo_server import MargoServer as server_class
         else:
-            raise ValueError(f"unknown server transport {transport!r} (available: zmq, ucx)")
+            raise ValueError(
+                f"unknown server transport {transport!r} (available: zmq, ucx, margo)"
+            )
 
         token, token_path = load_token(token_file=token_file, root=runtime_dir)
         self.directory = node_dir(transport, runtime_dir)
         ip = default_address(address, interface, transport)
-        self.server = server_class(token, ip, port, self.node, memory_limit)
+        if transport == "margo":
+            self.server = server_class(
+                token, ip, port, self.node, memory_limit, protocol=protocol or "tcp"
+            )
+        else:
+            self.server = server_class(token, ip, port, self.node, memory_limit)
         self.memory_limit = memory_limit
         self.info_path = self.directory / "server.json"
         self.info: dict[str, Any] = {
