@@ -1,0 +1,162 @@
+"""Margo and DAOS paths, through their doubles (pymargo and pydaos cannot be installed here).
+
+Margo: the node server and client run their real code on ``tests/margo_double.py``,
+a double of the one adapter module that calls pymargo. DAOS: the connector and
+its adapter run their real code on ``tests/pydaos_double.py``, a double of pydaos.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.margo_double import DoubleEngine
+from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
+from warpstore.server.margo_server import RPC_NAME, parse_margo_address
+from warpstore.server.protocol import EAGER_MAX, Op, Status, pack_header, unpack_header
+
+# -- Margo -----------------------------------------------------------------------------
+
+
+def test_server_registers_each_object_once(margo_server: Any, margo_connector: Any) -> None:
+    big = np.arange(2 << 20, dtype=np.uint8)
+    key = margo_connector.put(big)
+    server = margo_server.server
+    after_put = server.registrations
+    pulls = DoubleEngine.pulls
+    for _ in range(10):
+        assert np.array_equal(np.frombuffer(margo_connector.get(key), np.uint8), big)
+    assert server.registrations == after_put  # reused, not re-registered per GET
+    assert DoubleEngine.pulls == pulls + 10  # each GET is one RDMA pull by the client
+    small = margo_connector.put(b"x" * EAGER_MAX)  # inline: no bulk at all
+    regs = server.registrations
+    assert bytes(margo_connector.get(small)) == b"x" * EAGER_MAX
+    assert server.registrations == regs
+
+
+def test_large_put_refused_before_any_pull(margo_server: Any, margo_connector: Any) -> None:
+    margo_server.server.core.table.memory_limit = 1_000_000
+    pulls = DoubleEngine.pulls
+    with pytest.raises(StoreFullError) as info:
+        margo_connector.put(b"z" * 2_000_000)
+    assert DoubleEngine.pulls == pulls  # the server never fetched the data it could not keep
+    assert "2000000" in str(info.value) and margo_server.address in str(info.value)
+    assert bytes(margo_connector.get(margo_connector.put(b"fits"))) == b"fits"
+
+
+def test_evicted_object_stays_pullable_for_a_grace_period(
+    margo_server: Any, margo_connector: Any
+) -> None:
+    key = margo_connector.put(np.ones(1 << 20, dtype=np.uint8))
+    client = margo_connector._client
+    token = client.token
+    mercury = parse_margo_address(key.address)
+    from warpstore.server.margo_client import _engine
+
+    engine, _ = _engine("ofi+tcp")
+    header = pack_header(token, Op.GET, key=key.object_id.encode(), request_id=1)
+    raw = engine.call(mercury, RPC_NAME, header + key.object_id.encode(), 5.0)
+    margo_connector.evict(key)  # evicted between the reply and the client's pull
+    descriptor = raw[64 + len(key.object_id) :]
+    buffer = np.zeros(1 << 20, dtype=np.uint8)
+    engine.pull(mercury, descriptor, engine.expose(buffer, writable=True), 1 << 20)
+    assert buffer.sum() == 1 << 20
+
+
+def test_wrong_token_and_malformed_requests(margo_server: Any, margo_connector: Any) -> None:
+    from warpstore.connectors.margo import MargoConnector
+    from warpstore.server.margo_client import _engine
+
+    key = margo_connector.put(b"secret")
+    intruder = MargoConnector(token="wrong", protocol="ofi+tcp", timeout=5, spawn=False)
+    with pytest.raises(AuthenticationError, match="refused our token"):
+        intruder.get(key)
+    mercury = parse_margo_address(key.address)
+    engine, _ = _engine("ofi+tcp")
+    token = margo_connector._token
+    for bad in (
+        b"",
+        b"short",
+        b"WSv1" + b"\x00" * 200,
+        pack_header(token, Op.GET, key=b"k" * 3000),
+        pack_header(token, Op.PUT, key=b"k", data_len=10) + b"k" + b"123",
+        pack_header(token, Op.PUT, key=b"k", data_len=EAGER_MAX + 1) + b"k",
+        pack_header(token, Op.PUT, key=b"k", data_len=EAGER_MAX + 1) + b"k" + b"nonsense",
+        pack_header(token, Op.EXISTS, key=b"k", data_len=3) + b"k" + b"abc",
+    ):
+        raw = engine.call(mercury, RPC_NAME, bad, 5.0)
+        header, authentic = unpack_header(token, raw[:64], b"")
+        assert authentic and header.status in (Status.BAD_REQUEST, Status.AUTH_FAILED), bad[:80]
+    assert bytes(margo_connector.get(key)) == b"secret"  # still serving, nothing lost
+    errors = margo_server.server.core.errors
+    assert errors["auth_failed"] == 2  # the intruder's GET and the unsigned header
+    assert errors["bad_request"] == 7  # every other malformed request
+
+
+def test_real_adapter_without_pymargo_says_how_to_install() -> None:
+    if importlib.util.find_spec("pymargo") is not None:
+        pytest.skip("pymargo is installed")
+    from warpstore.server.margo_adapter import MargoEngine
+
+    with pytest.raises(ConnectorError, match="spack install py-mochi-margo"):
+        MargoEngine("tcp", server=False)
+
+
+# -- DAOS ------------------------------------------------------------------------------
+
+
+def test_missing_container_says_how_to_make_one(pydaos_double: Any) -> None:
+    from warpstore.connectors.daos import DAOSConnector
+
+    with pytest.raises(ConnectorError) as info:
+        DAOSConnector("tank", "nosuch")
+    msg = str(info.value)
+    assert "'nosuch'" in msg and "'tank'" in msg
+    assert "daos cont create tank nosuch --type PYTHON" in msg
+    with pytest.raises(ConnectorError, match="pool"):
+        DAOSConnector("nopool", "objs")
+
+
+def test_without_pydaos_says_where_it_comes_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pydaos", None)  # import fails
+    from warpstore.connectors.daos import DAOSConnector
+
+    with pytest.raises(ConnectorError, match="module load daos"):
+        DAOSConnector("tank", "objs")
+
+
+def test_large_values_are_read_in_one_round_trip(daos_connector: Any, pydaos_double: Any) -> None:
+    data = b"d" * (5 << 20)  # five times pydaos's default 1 MiB value buffer
+    key = daos_connector.put(data)
+    before = pydaos_double.round_trips
+    assert bytes(daos_connector.get(key)) == data
+    assert pydaos_double.round_trips - before == 1
+    late = daos_connector.new_key()  # size unknown when the key was made
+    daos_connector.set(late, data)
+    before = pydaos_double.round_trips
+    assert bytes(daos_connector.get(late)) == data
+    assert pydaos_double.round_trips - before == 2  # the documented cost of unsized keys
+
+
+def test_batch_get_with_missing_keys(daos_connector: Any, pydaos_double: Any) -> None:
+    keys = daos_connector.put_batch([b"a", b"", b"c" * 3_000_000])
+    daos_connector.evict(keys[0])
+    got = daos_connector.get_batch(keys)
+    assert got[0] is None and bytes(got[1]) == b"" and bytes(got[2]) == b"c" * 3_000_000
+
+
+def test_two_processes_share_a_namespace_and_clear(pydaos_double: Any) -> None:
+    from warpstore.connectors.daos import DAOSConnector
+
+    a = DAOSConnector("tank", "objs", "shared", clear=True)
+    b = DAOSConnector("tank", "objs", "shared")  # finds the dictionary a created
+    key = a.put(b"from a")
+    assert bytes(b.get(key)) == b"from a"
+    kept = b.put(b"from b")
+    a.close()  # clear: removes what a put, not what b put
+    assert b.get(key) is None and bytes(b.get(kept)) == b"from b"
+    b.close()
