@@ -2,7 +2,8 @@
 
     python benchmarks/connector_throughput.py [--no-original] [--sizes 1KiB,1MiB,100MiB]
 
-Rows: warpstore's ZMQConnector (node server), RedisConnector against a real
+Rows: warpstore's ZMQConnector and UCXConnector (node servers; UCX over its
+TCP and shared-memory transports here, no RDMA), RedisConnector against a real
 redis-server, the original design's ZeroMQ connector (PyPI ``proxystore`` +
 ``proxystore-ex``, installed by this script into a separate virtual
 environment under ~/.cache, never a dependency of ours), and a raw TCP socket
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument(
         "--no-original", action="store_true", help="skip the original design (no venv install)"
     )
+    parser.add_argument("--no-ucx", action="store_true", help="skip the UCX transport")
     parser.add_argument("--sizes", default=",".join(s.replace(" ", "") for s in SIZES))
     args = parser.parse_args()
     sizes = {s: parse_size(s) for s in args.sizes.split(",")}
@@ -181,6 +183,19 @@ def main() -> None:
     finally:
         zmq.stop_server()
         zmq.close()
+    if not args.no_ucx:
+        try:
+            from warpstore.connectors.ucx import UCXConnector
+
+            ucx = UCXConnector(address="127.0.0.1", runtime_dir=runtime)
+        except Exception as e:  # ucxx not installed: say so, measure the rest
+            print(f"(UCX skipped: {e})")
+        else:
+            try:
+                results["warpstore UCXConnector"] = measure_connector(ucx, sizes)
+            finally:
+                ucx.stop_server()
+                ucx.close()
     with redis_server() as (host, port):
         redis = RedisConnector(host, port)
         results["RedisConnector (redis-server)"] = measure_connector(redis, sizes)

@@ -178,7 +178,7 @@ def _raw_exchange(address: str, messages: list[bytes], token: bytes) -> tuple[in
     """Send hand-made UCX messages to a server; return the (verified) reply, if any."""
     from warpstore.server.ucx_client import _Loop
     from warpstore.server.ucx_env import import_ucxx
-    from warpstore.server.ucx_server import parse_ucx_address
+    from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
 
     ucxx = import_ucxx()
     host, port = parse_ucx_address(address)
@@ -188,13 +188,11 @@ def _raw_exchange(address: str, messages: list[bytes], token: bytes) -> tuple[in
         try:
             for m in messages:
                 await ep.send(bytearray(m))
-            header = bytearray(HEADER_SIZE)
-            await asyncio.wait_for(ep.recv(header), 10)
-            parsed, authentic = unpack_header(token, header, b"")
+            reply = bytearray(FIRST_MESSAGE_MAX)
+            await asyncio.wait_for(ep.recv(reply), 10)
+            parsed, authentic = unpack_header(token, reply[:HEADER_SIZE], b"")
             assert authentic  # even refusals are signed
-            body = bytearray(parsed.data_len)
-            if parsed.data_len:
-                await asyncio.wait_for(ep.recv(body), 10)
+            body = reply[HEADER_SIZE : HEADER_SIZE + parsed.data_len]
             return parsed.status, bytes(body)
         finally:
             ep.abort()
@@ -275,3 +273,30 @@ def test_cli_start_status_stop(runtime: Path) -> None:
     stopped = cli("stop")
     assert stopped.returncode == 0 and "stopped ucx server" in stopped.stdout
     assert server_infos(runtime) == []
+
+
+def test_oversized_first_message_closes_only_that_endpoint(runtime: Path) -> None:
+    from warpstore.server.ucx_client import _Loop
+    from warpstore.server.ucx_env import import_ucxx
+    from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
+
+    c = UCXConnector(timeout=10)
+    try:
+        info = c.local_server()
+        host, port = parse_ucx_address(info["address"])
+        ucxx = import_ucxx()
+
+        async def flood() -> None:
+            ep = await ucxx.create_endpoint(host, port)
+            try:
+                await asyncio.wait_for(ep.send(bytearray(FIRST_MESSAGE_MAX + 4096)), 10)
+            except Exception:
+                pass  # the server may drop the endpoint while this is in flight
+            finally:
+                ep.abort()
+
+        asyncio.run_coroutine_threadsafe(flood(), _Loop.get()).result(30)
+        assert bytes(c.get(c.put(b"still serving"))) == b"still serving"
+        assert pid_alive(info["pid"])
+    finally:
+        c.close()

@@ -1,8 +1,8 @@
 """The node-server wire protocol, byte by byte.
 
 Every message, request or reply, is two or three frames (ZeroMQ frames; the
-UCX transport sends each frame as one tagged UCX message, the key frame only
-when it is not empty):
+UCX transport sends header, key and data of at most ``EAGER_MAX`` bytes as one
+tagged UCX message, larger data as a second one):
 
     frame 0: header, exactly 64 bytes
     frame 1: key, ``key_len`` bytes (may be empty)
@@ -29,9 +29,11 @@ tag covers ``data_len`` and ``request_id``, a reply cannot be swapped for
 another one; the data frame itself is not MAC'd (hashing 100 MiB would cost
 more than moving it), so its integrity rests on the transport (TCP, RDMA).
 
-UCX only: the receiver of a tagged message must post a buffer first, so it
-learns the lengths from the header (:func:`peek_lengths`) before it receives
-the key and the data. A PUT of more than ``EAGER_MAX`` bytes is two-step: the
+UCX only: the receiver of a tagged message must post a buffer first, so the
+first message of each request or reply goes into a buffer of
+``HEADER_SIZE + MAX_KEY_LEN + EAGER_MAX`` bytes and the lengths are then read
+from its header (:func:`peek_lengths`); data larger than ``EAGER_MAX`` follows
+in a message of exactly its size. A PUT of more than ``EAGER_MAX`` bytes is two-step: the
 client sends header and key, the server answers ``CONTINUE`` (or a refusal:
 wrong token, store full) and only then does the client send the data, so a
 refused PUT never leaves unread bytes in the stream.

@@ -43,7 +43,7 @@ from warpstore.server.protocol import (
 )
 from warpstore.server.runtime import node_name
 from warpstore.server.ucx_env import import_ucxx
-from warpstore.server.ucx_server import parse_ucx_address
+from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
 
 __all__ = ["UCXClient"]
 
@@ -193,32 +193,32 @@ class UCXClient:
         self, ep: Any, address: str, op: int, key: bytes, data: Any
     ) -> tuple[Status, Any]:
         rid = next(self._ids)
-        nbytes = 0 if data is None else memoryview(data).nbytes
+        view = memoryview(b"" if data is None else data).cast("B")
+        nbytes = view.nbytes
         header = pack_header(self.token, op, key=key, request_id=rid, data_len=nbytes)
-        await ep.send(bytearray(header))
-        if key:
-            await ep.send(bytearray(key))
-        if nbytes:
-            payload = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-            if nbytes > EAGER_MAX:
-                status, reply = await self._reply(ep, address, rid, op, key)
-                if status != Status.CONTINUE:
-                    return status, reply
+        if nbytes <= EAGER_MAX:  # one message: header, key and data
+            await ep.send(bytearray(header + key + view.tobytes()))
+        else:  # two-step PUT: header and key, wait for CONTINUE, then the data
+            await ep.send(bytearray(header + key))
+            status, reply = await self._reply(ep, address, rid, op, key)
+            if status != Status.CONTINUE:
+                return status, reply
+            payload = data if isinstance(data, np.ndarray) else np.frombuffer(view, np.uint8)
             await ep.send(payload)
         return await self._reply(ep, address, rid, op, key)
 
     async def _reply(
         self, ep: Any, address: str, rid: int, op: int, key: bytes
     ) -> tuple[Status, Any]:
-        header = bytearray(HEADER_SIZE)
-        await ep.recv(header)
+        first = bytearray(FIRST_MESSAGE_MAX)  # fresh: nothing stale under a short message
+        await ep.recv(first)
+        view = memoryview(first)
+        header = view[:HEADER_SIZE]
         try:
             key_len, data_len = peek_lengths(header)
         except ProtocolError as e:
             raise ConnectorError(f"malformed reply from {address}: {e}") from e
-        reply_key = bytearray(key_len)
-        if key_len:
-            await ep.recv(reply_key)
+        reply_key = bytes(view[HEADER_SIZE : HEADER_SIZE + key_len])
         parsed, authentic = unpack_header(self.token, header, reply_key)
         if not authentic:
             if parsed.status == Status.AUTH_FAILED:
@@ -230,9 +230,12 @@ class UCXClient:
                 f"reply from {address} failed authentication; it was discarded unread"
             )
         body: Any = None
-        if data_len:
-            body = np.empty(data_len, dtype=np.uint8)
+        if data_len > EAGER_MAX:
+            body = np.empty(data_len, dtype=np.uint8)  # received straight into its own buffer
             await ep.recv(body)
+        elif data_len:
+            start = HEADER_SIZE + key_len
+            body = np.frombuffer(first, np.uint8, count=data_len, offset=start)
         status = Status(parsed.status)
         what = f"{Op(op).name} of key {key.decode(errors='replace')!r} at {address}"
         if status not in (Status.OK, Status.NOT_FOUND, Status.CONTINUE):
@@ -240,6 +243,6 @@ class UCXClient:
             if status == Status.STORE_FULL:
                 raise StoreFullError(message)
             raise ConnectorError(f"{what} failed: {message}")
-        if parsed.request_id != rid or parsed.op != op or bytes(reply_key) != key:
+        if parsed.request_id != rid or parsed.op != op or reply_key != key:
             raise ConnectorError(f"reply from {address} to {what} does not match its request")
-        return status, (None if body is None else memoryview(body))
+        return status, (None if body is None else body.data)

@@ -1,8 +1,10 @@
 """The UCX transport of the node server (ucxx, asyncio API).
 
 Same protocol, same :class:`~warpstore.server.core.ServerCore` as the ZeroMQ
-transport; each frame travels as one tagged UCX message on the client's
-endpoint. One asyncio loop serves every endpoint, so the object table is
+transport. On the client's endpoint, a message's header, key and (up to
+``EAGER_MAX`` bytes) data travel as one tagged UCX message, received into a
+buffer of the largest such size; larger data follows as a second message of
+exactly its size. One asyncio loop serves every endpoint, so the object table is
 touched by one thread only. Sizes come from the header: the key buffer is
 bounded (``MAX_KEY_LEN``) and a PUT's data is received straight into a buffer
 of exactly its size, allocated only after the header authenticated and the
@@ -31,6 +33,7 @@ from warpstore.server.core import Reply, ServerCore
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
+    MAX_KEY_LEN,
     Op,
     ProtocolError,
     Status,
@@ -41,9 +44,12 @@ from warpstore.server.protocol import (
 from warpstore.server.ucx_env import import_ucxx
 from warpstore.server.zmq_server import _RateLimitedLog
 
-__all__ = ["UCXServer", "format_ucx_address", "parse_ucx_address"]
+__all__ = ["FIRST_MESSAGE_MAX", "UCXServer", "format_ucx_address", "parse_ucx_address"]
 
 logger = logging.getLogger("warpstore.server")
+
+# A message's first UCX message: header, key and, up to EAGER_MAX bytes, its data.
+FIRST_MESSAGE_MAX = HEADER_SIZE + MAX_KEY_LEN + EAGER_MAX
 
 
 def format_ucx_address(ip: str, port: int) -> str:
@@ -121,23 +127,24 @@ class UCXServer:
         header = pack_header(
             self.token, op, key=key, request_id=request_id, data_len=nbytes, status=reply.status
         )
-        await ep.send(bytearray(header))
-        if key:
-            await ep.send(bytearray(key))
-        if nbytes:
+        if nbytes <= EAGER_MAX:  # one message: header, key and data together
+            await ep.send(bytearray(header + key + (bytes(data) if nbytes else b"")))
+        else:  # header and key, then the data straight from the stored buffer
+            await ep.send(bytearray(header + key))
             await ep.send(data)
 
     async def _serve_endpoint(self, ep: Any) -> None:
         self._endpoints.add(ep)
-        header = bytearray(HEADER_SIZE)
         try:
             while not self.core.stopping:
+                # fresh and zeroed each time: a short message must not expose an earlier one
+                first = bytearray(FIRST_MESSAGE_MAX)
                 try:
-                    await ep.recv(header)
+                    await ep.recv(first)
                 except Exception:
-                    return  # the client went away (or closed): nothing to answer
+                    return  # the client went away (or closed), or sent too much at once
                 try:
-                    await self._serve_one(ep, header)
+                    await self._serve_one(ep, memoryview(first))
                 except _Refused as r:
                     self.core.errors[r.status.name.lower()] += 1
                     self._bad.warning(
@@ -158,14 +165,13 @@ class UCXServer:
             with contextlib.suppress(Exception):
                 ep.abort()
 
-    async def _serve_one(self, ep: Any, header: bytearray) -> None:
+    async def _serve_one(self, ep: Any, first: memoryview) -> None:
+        header = first[:HEADER_SIZE]
         try:
             key_len, data_len = peek_lengths(header)
         except ProtocolError as e:
             raise _Refused(Status.BAD_REQUEST, str(e)) from None
-        key = bytearray(key_len)
-        if key_len:
-            await ep.recv(key)
+        key = bytes(first[HEADER_SIZE : HEADER_SIZE + key_len])
         parsed, authentic = unpack_header(self.token, header, key)
         if not authentic:
             raise _Refused(
@@ -174,33 +180,31 @@ class UCXServer:
                 parsed.request_id,
                 parsed.op,
             )
-        op, rid, kb = parsed.op, parsed.request_id, bytes(key)
+        op, rid = parsed.op, parsed.request_id
         if op != Op.PUT:
             if data_len:
                 raise _Refused(Status.BAD_REQUEST, f"operation {op} takes no data", rid, op)
-            reply = self._handle(op, kb, None, 0)
-            await self._send(ep, op, rid, kb, reply)
+            await self._send(ep, op, rid, key, self._handle(op, key, None, 0))
             return
-        if data_len > EAGER_MAX:
-            # two-step PUT: refuse before the data is sent, or ask for it
-            if not kb or not self.core.table.can_hold(kb, data_len):
-                await self._send(ep, op, rid, kb, self._handle(op, kb, b"", data_len))
-                return
-            try:
-                buffer = np.empty(data_len, dtype=np.uint8)
-            except MemoryError:
-                await self._send(
-                    ep, op, rid, kb,
-                    Reply(Status.ERROR, message=f"cannot allocate {data_len} bytes"),
-                )
-                return
-            await self._send(ep, op, rid, kb, Reply(Status.CONTINUE, None))
-        else:
+        if data_len <= EAGER_MAX:  # the data came in the same message
+            start = HEADER_SIZE + key_len
+            buffer = np.frombuffer(first, dtype=np.uint8, count=data_len, offset=start).copy()
+            await self._send(ep, op, rid, key, self._handle(op, key, buffer, data_len))
+            return
+        # two-step PUT: refuse before the data is sent, or ask for it
+        if not key or not self.core.table.can_hold(key, data_len):
+            await self._send(ep, op, rid, key, self._handle(op, key, b"", data_len))
+            return
+        try:
             buffer = np.empty(data_len, dtype=np.uint8)
-        if data_len:
-            await ep.recv(buffer)
-        reply = self._handle(op, kb, buffer, data_len)
-        await self._send(ep, op, rid, kb, reply)
+        except MemoryError:
+            await self._send(
+                ep, op, rid, key, Reply(Status.ERROR, message=f"cannot allocate {data_len} bytes")
+            )
+            return
+        await self._send(ep, op, rid, key, Reply(Status.CONTINUE, None))
+        await ep.recv(buffer)
+        await self._send(ep, op, rid, key, self._handle(op, key, buffer, data_len))
 
     def _handle(self, op: int, key: bytes, data: Any, nbytes: int) -> Reply:
         try:

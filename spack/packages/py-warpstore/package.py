@@ -11,7 +11,7 @@ with DAOS). MPI is Spack's virtual ``mpi``, so a site's Cray MPICH or MPICH
 is used, never PyPI's ``mpich`` wheel.
 """
 
-from spack.package import *
+from spack.package import *  # Spack < 1.0 also exports PythonPackage here
 
 try:  # Spack >= 1.0: build systems live in the builtin repository
     from spack_repo.builtin.build_systems.python import PythonPackage
