@@ -186,8 +186,11 @@ def main() -> None:
     if not args.no_ucx:
         try:
             from warpstore.connectors.ucx import UCXConnector
+            from warpstore.hpc.siteconfig import load_site
 
-            ucx = UCXConnector(address="127.0.0.1", runtime_dir=runtime)
+            # the local site's UCX settings, as `warpstore launch --site local` uses them
+            ucx_env = load_site("local")["connector"].get("ucx", {})
+            ucx = UCXConnector(address="127.0.0.1", runtime_dir=runtime, ucx_env=ucx_env)
         except Exception as e:  # ucxx not installed: say so, measure the rest
             print(f"(UCX skipped: {e})")
         else:

@@ -204,8 +204,8 @@ def test_context_lifetime_evicts_on_exit(store: Store[Any]) -> None:
 
 
 def test_lease_lifetime_expires_and_extends(store: Store[Any]) -> None:
+    key = store.put("leased")  # first: a node server may take a while to start
     lease = LeaseLifetime(store, expiry=0.3)
-    key = store.put("leased")
     lease.add_key(key)
     lease.extend(0.3)
     time.sleep(0.35)
