@@ -73,19 +73,19 @@ def redis_server() -> Iterator[tuple[str, int]]:
 ConnectorMaker = Callable[[], Any]
 
 
-@pytest.fixture
-def zmq_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A ZMQConnector whose node server runs in a private runtime dir, stopped after."""
+def _node_server_connector(
+    cls: Any, name: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A node-server connector whose server runs in a private runtime dir, ended after."""
     from tests.procs import kill_all
-    from warpstore.connectors.zmq import ZMQConnector
 
-    root = tmp_path / "zmq-rt"
+    root = tmp_path / f"{name}-rt"
     monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
     monkeypatch.setenv("WARPSTORE_JOB_ID", f"conn-{os.getpid()}-{time.monotonic_ns()}")
     monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.1")
     monkeypatch.delenv("WARPSTORE_TOKEN", raising=False)
     monkeypatch.delenv("WARPSTORE_TOKEN_FILE", raising=False)
-    c = ZMQConnector(timeout=20)
+    c = cls(timeout=30)
     try:
         yield c
     finally:
@@ -94,30 +94,21 @@ def zmq_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
                 c.stop_server()
         c.close()
         kill_all(str(root))
+
+
+@pytest.fixture
+def zmq_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from warpstore.connectors.zmq import ZMQConnector
+
+    yield from _node_server_connector(ZMQConnector, "zmq", tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def ucx_connector(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A UCXConnector (real ucxx) whose node server runs in a private runtime dir."""
     pytest.importorskip("ucxx")
-    from tests.procs import kill_all
     from warpstore.connectors.ucx import UCXConnector
 
-    root = tmp_path / "ucx-rt"
-    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
-    monkeypatch.setenv("WARPSTORE_JOB_ID", f"conn-{os.getpid()}-{time.monotonic_ns()}")
-    monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.1")
-    monkeypatch.delenv("WARPSTORE_TOKEN", raising=False)
-    monkeypatch.delenv("WARPSTORE_TOKEN_FILE", raising=False)
-    c = UCXConnector(timeout=30)
-    try:
-        yield c
-    finally:
-        with contextlib.suppress(Exception):
-            if c._server is not None:
-                c.stop_server()
-        c.close()
-        kill_all(str(root))
+    yield from _node_server_connector(UCXConnector, "ucx", tmp_path, monkeypatch)
 
 
 @pytest.fixture

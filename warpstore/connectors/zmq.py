@@ -28,18 +28,9 @@ class ZMQKey(NamedTuple):
 class ZMQConnector(NodeServerConnector):
     """Stores objects in the memory of node servers, reached over ZeroMQ.
 
-    Args:
-        port: port of this node's server if one must be started (default: any free port).
-        address: IP this node's server binds to (default: ``interface``'s
-            address, ``$WARPSTORE_ADDRESS``, or the host name's address).
-        interface: network interface to bind to, e.g. ``hsn0`` on Slingshot.
-        token: the job's secret; default: ``$WARPSTORE_TOKEN``, ``token_file``,
-            ``$WARPSTORE_TOKEN_FILE`` or the job's token file (created if missing).
-        token_file: file holding the token (mode 0600); carried in :meth:`config`.
-        timeout: seconds to wait for a server's reply before raising.
-        memory_limit: byte limit of a server this connector starts.
-        runtime_dir: root of the runtime files (default: see :mod:`warpstore.server.runtime`).
-        spawn: start this node's server if none is running.
+    Arguments: see :class:`~warpstore.connectors._nodeserver.NodeServerConnector`
+    (port, address, interface, token, token_file, timeout, memory_limit,
+    runtime_dir, spawn).
     """
 
     transport = "zmq"

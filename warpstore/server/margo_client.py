@@ -19,23 +19,20 @@ from typing import Any
 import numpy as np
 
 from warpstore.exceptions import (
-    AuthenticationError,
     ConnectorConnectionError,
     ConnectorError,
-    StoreFullError,
 )
 from warpstore.server.margo_adapter import make_engine
 from warpstore.server.margo_server import RPC_NAME, parse_margo_address
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
-    Op,
     ProtocolError,
     Status,
     pack_header,
     peek_lengths,
-    unpack_header,
 )
+from warpstore.server.replies import authenticated_reply, check_match, describe, raise_for_status
 from warpstore.server.runtime import node_name
 
 __all__ = ["MargoClient"]
@@ -95,7 +92,7 @@ class MargoClient:
             payload = header + key + exposed.descriptor
         else:
             payload = header + key + view.tobytes()
-        what = f"{Op(op).name} of key {key.decode(errors='replace')!r} at {address}"
+        what = describe(op, key, address)
         try:
             with lock:
                 raw = engine.call(mercury, RPC_NAME, payload, timeout)
@@ -127,25 +124,11 @@ class MargoClient:
         except ProtocolError as e:
             raise ConnectorError(f"malformed reply from {address}: {e}") from e
         reply_key = raw[HEADER_SIZE : HEADER_SIZE + key_len]
-        parsed, authentic = unpack_header(self.token, header, reply_key)
-        if not authentic:
-            if parsed.status == Status.AUTH_FAILED:
-                raise AuthenticationError(
-                    f"server {address} refused our token: the client and the server use "
-                    f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
-                )
-            raise AuthenticationError(
-                f"reply from {address} failed authentication; it was discarded unread"
-            )
+        parsed = authenticated_reply(self.token, address, header, reply_key)
         rest = raw[HEADER_SIZE + key_len :]
         status = Status(parsed.status)
-        if status not in (Status.OK, Status.NOT_FOUND):
-            message = rest.decode(errors="replace") or status.name
-            if status == Status.STORE_FULL:
-                raise StoreFullError(message)
-            raise ConnectorError(f"{what} failed: {message}")
-        if parsed.request_id != rid or parsed.op != op or reply_key != key:
-            raise ConnectorError(f"reply from {address} to {what} does not match its request")
+        raise_for_status(status, rest or None, what)
+        check_match(parsed, rid, op, key, reply_key, what)
         if not data_len:
             return status, None
         if data_len <= EAGER_MAX:

@@ -29,7 +29,6 @@ from warpstore.exceptions import (
     AuthenticationError,
     ConnectorConnectionError,
     ConnectorError,
-    StoreFullError,
 )
 from warpstore.server.protocol import (
     EAGER_MAX,
@@ -39,8 +38,8 @@ from warpstore.server.protocol import (
     Status,
     pack_header,
     peek_lengths,
-    unpack_header,
 )
+from warpstore.server.replies import authenticated_reply, check_match, describe, raise_for_status
 from warpstore.server.runtime import node_name
 from warpstore.server.ucx_env import import_ucxx
 from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
@@ -219,16 +218,7 @@ class UCXClient:
         except ProtocolError as e:
             raise ConnectorError(f"malformed reply from {address}: {e}") from e
         reply_key = bytes(view[HEADER_SIZE : HEADER_SIZE + key_len])
-        parsed, authentic = unpack_header(self.token, header, reply_key)
-        if not authentic:
-            if parsed.status == Status.AUTH_FAILED:
-                raise AuthenticationError(
-                    f"server {address} refused our token: the client and the server use "
-                    f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
-                )
-            raise AuthenticationError(
-                f"reply from {address} failed authentication; it was discarded unread"
-            )
+        parsed = authenticated_reply(self.token, address, header, reply_key)
         body: Any = None
         if data_len > EAGER_MAX:
             body = np.empty(data_len, dtype=np.uint8)  # received straight into its own buffer
@@ -237,12 +227,7 @@ class UCXClient:
             start = HEADER_SIZE + key_len
             body = np.frombuffer(first, np.uint8, count=data_len, offset=start)
         status = Status(parsed.status)
-        what = f"{Op(op).name} of key {key.decode(errors='replace')!r} at {address}"
-        if status not in (Status.OK, Status.NOT_FOUND, Status.CONTINUE):
-            message = bytes(body).decode(errors="replace") if body is not None else status.name
-            if status == Status.STORE_FULL:
-                raise StoreFullError(message)
-            raise ConnectorError(f"{what} failed: {message}")
-        if parsed.request_id != rid or parsed.op != op or reply_key != key:
-            raise ConnectorError(f"reply from {address} to {what} does not match its request")
+        what = describe(op, key, address)
+        raise_for_status(status, body, what)
+        check_match(parsed, rid, op, key, reply_key, what)
         return status, (None if body is None else body.data)
