@@ -183,7 +183,7 @@ def validate(data: Any, source: str) -> SiteConfig:
             f"got {connector.get('type')!r}"
         )
     for key in connector.get("ucx", {}):
-        if not str(key).startswith(("UCX_", "RAPIDS_")):
+        if not str(key).startswith(("UCX_", "UCXPY_", "RAPIDS_")):
             raise SiteConfigError(
                 f"{source}: key 'connector.ucx.{key}' is not a UCX setting: use UCX_* "
                 "variables (UCX_TLS, UCX_NET_DEVICES...) or RAPIDS_LIBUCX_PREFER_SYSTEM_LIBRARY"

@@ -24,6 +24,10 @@ __all__ = ["HOST_MEMORY_DEFAULTS", "apply_ucx_env", "import_ucxx", "wheel_ucx_pr
 HOST_MEMORY_DEFAULTS = {
     # ucxx would stage rendezvous fragments in CUDA memory
     "UCX_RNDV_FRAG_MEM_TYPE": "host",
+    # progress driven by the asyncio loop's epoll wake-ups, no extra progress thread:
+    # measured here at ~100 us per 1 KiB round trip, against 200 us to 8 ms (bimodal)
+    # with ucxx's default progress thread
+    "UCXPY_PROGRESS_MODE": "blocking",
     # ucxx sets UCX_MEMTYPE_CACHE, which UCX 1.18+ no longer knows: no warning per process
     "UCX_WARN_UNUSED_ENV_VARS": "n",
 }
@@ -35,8 +39,8 @@ def apply_ucx_env(settings: Mapping[str, Any] | None = None) -> None:
     Explicit settings win over the environment; defaults never override it.
     """
     for key, value in (settings or {}).items():
-        if not (key.startswith("UCX_") or key.startswith("RAPIDS_")):
-            raise ValueError(f"UCX setting {key!r} is not a UCX_* or RAPIDS_* variable")
+        if not key.startswith(("UCX_", "UCXPY_", "RAPIDS_")):
+            raise ValueError(f"UCX setting {key!r} is not a UCX_*, UCXPY_* or RAPIDS_* variable")
         os.environ[key] = str(value)
     for key, value in HOST_MEMORY_DEFAULTS.items():
         os.environ.setdefault(key, value)
