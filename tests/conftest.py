@@ -184,6 +184,17 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     return RedisConnector(host, port, prefix=f"test-{os.getpid()}-{time.monotonic_ns()}:")
 
 
+def _multi(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    from warpstore.connectors.multi import MultiConnector, Policy
+
+    return MultiConnector(
+        {
+            "small": (LocalConnector(), Policy(priority=2, max_size_bytes=64 * 1024)),
+            "large": (FileConnector(tmp_path / "large"), Policy(priority=1)),
+        }
+    )
+
+
 # Every connector the conformance suite (tests/test_conformance.py) runs against.
 # A new connector joins by adding one entry: a fixture name, or a maker.
 CONNECTORS: dict[str, str | Callable[[pytest.FixtureRequest, Any], Any]] = {
@@ -194,6 +205,7 @@ CONNECTORS: dict[str, str | Callable[[pytest.FixtureRequest, Any], Any]] = {
     "ucx": "ucx_connector",
     "margo-double": "margo_connector",
     "daos-double": "daos_connector",
+    "multi": _multi,
 }
 
 

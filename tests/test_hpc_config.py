@@ -114,6 +114,13 @@ def test_ucx_settings_must_be_ucx_variables(tmp_path: Path) -> None:
         load_site(path)
 
 
+def test_routing_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(SiteConfigError, match=r"connector\.routing\.large"):
+        load_site(write(tmp_path, BASE + "connector:\n  routing:\n    large: tape\n"))
+    with pytest.raises(SiteConfigError, match=r"connector\.routing\.nod"):
+        load_site(write(tmp_path, BASE + "connector:\n  routing:\n    nod: zmq\n"))
+
+
 def test_wrong_type_names_key_and_type(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "nodes: four\n")
     with pytest.raises(SiteConfigError) as e:

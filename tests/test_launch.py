@@ -127,6 +127,36 @@ def test_launch_ucx_four_simulated_nodes(job: dict[str, Any]) -> None:
     assert sum(n["puts"] for n in report["nodes"]) == 6
 
 
+ROUTED = (
+    "import numpy as np, warpstore\n"
+    "from mpi4py import MPI\n"
+    "from warpstore.proxy import get_factory\n"
+    "c = MPI.COMM_WORLD; s = warpstore.task_store()\n"
+    "small = s.proxy(np.arange(10) + c.rank)\n"
+    "large = s.proxy(np.ones(3_000_000) * c.rank)\n"
+    "got = c.allgather((small, large))\n"
+    "assert all(int(a[0]) == r and float(b[5]) == r for r, (a, b) in enumerate(got))\n"
+    "names = c.gather([get_factory(p).key.connector_name for p in (small, large)])\n"
+    "if c.rank == 0: print('routes', names, flush=True)\n"
+)
+
+
+def test_launch_routes_small_to_node_servers_large_to_files(job: dict[str, Any]) -> None:
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    proc = launch(
+        job, "--site", "local", "--nodes", "2", "--connector", "multi",
+        "--set", "connector.routing.large_threshold=16MiB", "--",
+        "mpiexec", "-n", "2", sys.executable, "-c", ROUTED,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "routes [['node', 'file'], ['node', 'file']]" in proc.stdout
+    jd = job_dir(job)
+    manifest = json.loads((jd / "manifest.json").read_text())
+    assert manifest["connector"]["type"] == "multi"
+    assert manifest["connector"]["config"]["file"]["config"]["store_dir"] == str(jd / "objects")
+    assert len(manifest["servers"]) == 2
+
+
 def test_exit_status_of_the_command_is_the_launchers(job: dict[str, Any]) -> None:
     proc = launch(job, "--site", "local", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert proc.returncode == 7, proc.stderr

@@ -35,6 +35,47 @@ def node_server_settings(site: SiteConfig, kind: str) -> dict[str, Any]:
     return settings
 
 
+def routing_config(
+    site: SiteConfig, node_kind: str, node_config: dict[str, Any], job_dir: str
+) -> dict[str, Any]:
+    """A MultiConnector config for a launched job: small objects through the node servers,
+    large ones to the site's `large` store (DAOS, or files under the job directory).
+
+    Built from configs, not connectors, so that nothing here starts a node server.
+    """
+    from warpstore.connectors.multi import Policy
+    from warpstore.connectors.protocols import connector_path
+
+    routing = site["connector"].get("routing", {})
+    threshold = parse_size(routing.get("large_threshold", "64MiB"))
+    large_kind = routing.get("large", "file")
+    if large_kind == "file" and not site["connector"].get("file", {}).get("store_dir"):
+        from warpstore.connectors.file import FileConnector
+
+        large: Any = FileConnector(os.path.join(job_dir, "objects"))
+    else:
+        large = connector_from_site(site, large_kind)
+    node_paths = {
+        "zmq": "warpstore.connectors.zmq:ZMQConnector",
+        "ucx": "warpstore.connectors.ucx:UCXConnector",
+        "margo": "warpstore.connectors.margo:MargoConnector",
+    }
+    config = {
+        "node": {
+            "path": node_paths[node_kind],
+            "config": node_config,
+            "policy": Policy(priority=1, max_size_bytes=threshold).as_dict(),
+        },
+        large_kind: {
+            "path": connector_path(large),
+            "config": large.config(),
+            "policy": Policy(priority=0).as_dict(),
+        },
+    }
+    large.close()
+    return config
+
+
 def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
     kind = kind or site["connector"]["type"]
     conn = site["connector"]

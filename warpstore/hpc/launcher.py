@@ -284,6 +284,9 @@ def launch(
     if not command:
         raise LaunchError("no command to run: give it after --")
     kind = connector or site["connector"]["type"]
+    routed = kind == "multi"  # node servers for small objects, a shared store for large
+    if routed:
+        kind = site["connector"].get("routing", {}).get("node", "zmq")
     if kind not in NODE_SERVER_TRANSPORTS:
         return _launch_serverless(site, command, kind)
     env_info = detect_environment()
@@ -325,7 +328,7 @@ def launch(
                 "UCX job with PyPI's mpich wheel: preloading the libucx wheel's UCX so that "
                 "MPI and ucxx share it"
             )
-    base = {
+    base: dict[str, Any] = {
         "job_id": job_id,
         "site": site.name,
         "scheduler": env_info.scheduler,
@@ -344,6 +347,16 @@ def launch(
             },
         },
     }
+    if routed:
+        from warpstore.hpc.connectors import routing_config
+
+        try:
+            base["connector"] = {
+                "type": "multi",
+                "config": routing_config(site, kind, base["connector"]["config"], str(job_dir)),
+            }
+        except (NotImplementedError, ValueError) as e:
+            raise LaunchError(str(e)) from e
     base_path = job_dir / "manifest-base.json"
     write_json_atomic(base_path, base)
 

@@ -25,7 +25,7 @@ from warpstore.hpc.data import data_dir
 
 __all__ = ["SiteConfig", "SiteConfigError", "list_sites", "load_site", "validate_walltime"]
 
-CONNECTORS = ("zmq", "ucx", "margo", "daos", "redis", "file")
+CONNECTORS = ("zmq", "ucx", "margo", "daos", "redis", "file", "multi")
 
 
 class SiteConfigError(ValueError):
@@ -76,6 +76,12 @@ _CONNECTOR: dict[str, tuple[tuple[type, ...], str]] = {
     "daos": ((dict,), "DAOS settings: pool, container, namespace"),
     "redis": ((dict,), "Redis settings: host, port"),
     "file": ((dict,), "File settings: store_dir"),
+    "routing": ((dict,), "multi: node (zmq|ucx|margo), large (daos|file|redis), large_threshold"),
+}
+_ROUTING: dict[str, tuple[tuple[type, ...], str]] = {
+    "node": ((str,), "node-server transport for small objects: zmq, ucx or margo"),
+    "large": ((str,), "where objects above large_threshold go: daos, file or redis"),
+    "large_threshold": ((str, int), "size above which objects go to `large`, e.g. 64MiB"),
 }
 _WALLTIME = re.compile(r"^(\d{1,4}):([0-5]\d):([0-5]\d)$")
 
@@ -181,6 +187,18 @@ def validate(data: Any, source: str) -> SiteConfig:
         raise SiteConfigError(
             f"{source}: key 'connector.type' must be one of {', '.join(CONNECTORS)}, "
             f"got {connector.get('type')!r}"
+        )
+    routing = connector.get("routing", {})
+    _check_table(routing, _ROUTING, source, "connector.routing.")
+    if routing.get("node", "zmq") not in ("zmq", "ucx", "margo"):
+        raise SiteConfigError(
+            f"{source}: key 'connector.routing.node' must be zmq, ucx or margo, "
+            f"got {routing['node']!r}"
+        )
+    if routing.get("large", "file") not in ("daos", "file", "redis"):
+        raise SiteConfigError(
+            f"{source}: key 'connector.routing.large' must be daos, file or redis, "
+            f"got {routing['large']!r}"
         )
     for key in connector.get("ucx", {}):
         if not str(key).startswith(("UCX_", "UCXPY_", "RAPIDS_")):

@@ -40,6 +40,7 @@ def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any
     connector = manifest["connector"]
     from warpstore.connectors.daos import DAOSConnector
     from warpstore.connectors.margo import MargoConnector
+    from warpstore.connectors.multi import MultiConnector
     from warpstore.connectors.ucx import UCXConnector
 
     classes = {
@@ -47,6 +48,7 @@ def store_from_manifest(path: str | os.PathLike[str] | None = None) -> Store[Any
         "ucx": UCXConnector,
         "margo": MargoConnector,
         "daos": DAOSConnector,
+        "multi": MultiConnector,
         "redis": RedisConnector,
         "file": FileConnector,
     }

@@ -174,19 +174,23 @@ class Store(Generic[KeyT]):
         self._record("deserialize", start, memoryview(data).nbytes)
         return obj
 
-    def put(self, obj: Any) -> KeyT:
-        """Serialize and store ``obj``; return its key."""
+    def put(self, obj: Any, **connector_kwargs: Any) -> KeyT:
+        """Serialize and store ``obj``; return its key.
+
+        ``connector_kwargs`` go to the connector's ``put`` (e.g. ``subset_tags``
+        for a :class:`~warpstore.connectors.multi.MultiConnector`).
+        """
         data = self.serialize(obj)
         start = time.perf_counter()
-        key = self.connector.put(data)
+        key = self.connector.put(data, **connector_kwargs)
         self._record("put", start, memoryview(data).nbytes)
         return key
 
-    def put_batch(self, objs: Sequence[Any]) -> list[KeyT]:
+    def put_batch(self, objs: Sequence[Any], **connector_kwargs: Any) -> list[KeyT]:
         """Store many objects in one connector round trip where it allows."""
         datas = [self.serialize(o) for o in objs]
         start = time.perf_counter()
-        keys = self.connector.put_batch(datas)
+        keys = self.connector.put_batch(datas, **connector_kwargs)
         self._record("put_batch", start, sum(memoryview(d).nbytes for d in datas), len(datas))
         return keys
 
@@ -247,6 +251,7 @@ class Store(Generic[KeyT]):
         *,
         evict: bool = False,
         lifetime: ContextLifetime | None = None,
+        **connector_kwargs: Any,
     ) -> Proxy[T]:
         """Store ``obj`` and return a proxy of it.
 
@@ -254,9 +259,10 @@ class Store(Generic[KeyT]):
             evict: evict the object when the proxy is first resolved (for
                 objects with exactly one consumer).
             lifetime: evict the object when this lifetime ends.
+            connector_kwargs: passed to the connector's ``put`` (routing tags).
         """
         self._ensure_registered()
-        key = self.put(obj)
+        key = self.put(obj, **connector_kwargs)
         if lifetime is not None:
             lifetime.add_key(key)
         return self._make_proxy(key, obj, evict)
@@ -267,10 +273,11 @@ class Store(Generic[KeyT]):
         *,
         evict: bool = False,
         lifetime: ContextLifetime | None = None,
+        **connector_kwargs: Any,
     ) -> list[Proxy[T]]:
         """Like :meth:`proxy` for many objects, with one batched put."""
         self._ensure_registered()
-        keys = self.put_batch(objs)
+        keys = self.put_batch(objs, **connector_kwargs)
         if lifetime is not None:
             lifetime.add_key(*keys)
         return [self._make_proxy(k, o, evict) for k, o in zip(keys, objs, strict=True)]
