@@ -68,7 +68,7 @@ def test_no_policy_admits_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_policies_fail_early() -> None:
     with pytest.raises(ValueError, match="below"):
         Policy(min_size_bytes=10, max_size_bytes=5)
-    with pytest.raises(Exception, match="unterminated|missing"):
+    with pytest.raises(Exception, match=r"unterminated|missing"):
         Policy(host_pattern="[")
     with pytest.raises(ValueError, match="at least one"):
         MultiConnector({})
