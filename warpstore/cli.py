@@ -28,12 +28,15 @@ def demo(size_mib: int, store_dir: str | None) -> None:
     run_demo(size_mib=size_mib, store_dir=store_dir, echo=click.echo)
 
 
+from warpstore.cli_endpoint import endpoint, relay  # noqa: E402
 from warpstore.cli_globus import globus  # noqa: E402
 from warpstore.cli_hpc import COMMANDS  # noqa: E402
 from warpstore.cli_server import server  # noqa: E402
 
 cli.add_command(server)
 cli.add_command(globus)
+cli.add_command(endpoint)
+cli.add_command(relay)
 for _command in COMMANDS:
     cli.add_command(_command)
 

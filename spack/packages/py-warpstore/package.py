@@ -39,7 +39,8 @@ class PyWarpstore(PythonPackage):
     variant("margo", default=False, description="Node servers over Mochi Margo (RDMA)")
     variant("daos", default=False, description="DAOS connector (pydaos)")
     variant("redis", default=False, description="Redis connector")
-    variant("globus", default=False, description="Globus connectors and endpoints")
+    variant("globus", default=False, description="Globus transfer connector")
+    variant("endpoints", default=False, description="Peer-to-peer endpoints and their relay")
 
     depends_on("python@3.10:", type=("build", "run"))
     depends_on("py-hatchling@1.18:", type="build")
@@ -70,6 +71,9 @@ class PyWarpstore(PythonPackage):
         depends_on("py-redis@4.5:", type=("build", "run"))
     with when("+globus"):
         depends_on("py-globus-sdk@3:", type=("build", "run"))
+    with when("+endpoints"):
+        depends_on("py-aiortc@1.5:", type=("build", "run"))
+        depends_on("py-websockets@13:", type=("build", "run"))
 
     depends_on("py-pytest@7.4:", type="test")
 

@@ -1,0 +1,1 @@
+"""Peer-to-peer endpoints across sites: the daemon, its relay, its configuration."""
