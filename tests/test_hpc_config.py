@@ -121,6 +121,25 @@ def test_routing_settings_are_checked(tmp_path: Path) -> None:
         load_site(write(tmp_path, BASE + "connector:\n  routing:\n    nod: zmq\n"))
 
 
+def test_routing_config_for_a_launched_job(tmp_path: Path) -> None:
+    from warpstore.connectors.multi import MultiConnector
+    from warpstore.hpc.connectors import routing_config
+
+    site = load_site(
+        "local",
+        ["connector.routing.large_threshold=1MiB", "connector.routing.remote_endpoints=[u-1]"],
+    )
+    node = {"port": None, "interface": None, "token_file": None, "timeout": 5.0,
+            "memory_limit": None, "runtime_dir": str(tmp_path), "spawn": False}
+    config = routing_config(site, "zmq", node, str(tmp_path))
+    assert set(config) == {"node", "file", "remote"}
+    assert config["file"]["config"]["store_dir"] == str(tmp_path / "objects")
+    multi = MultiConnector.from_config({k: v for k, v in config.items() if k != "remote"})
+    assert multi.choose(1 << 20) == "node" and multi.choose((1 << 20) + 1) == "file"
+    assert config["remote"]["policy"]["superset_tags"] == ["remote"]
+    multi.close()
+
+
 def test_wrong_type_names_key_and_type(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "nodes: four\n")
     with pytest.raises(SiteConfigError) as e:

@@ -39,7 +39,8 @@ def routing_config(
     site: SiteConfig, node_kind: str, node_config: dict[str, Any], job_dir: str
 ) -> dict[str, Any]:
     """A MultiConnector config for a launched job: small objects through the node servers,
-    large ones to the site's `large` store (DAOS, or files under the job directory).
+    large ones to the site's `large` store (DAOS, or files under the job directory), and
+    objects tagged ``superset_tags=["remote"]`` to the site's endpoints (other sites).
 
     Built from configs, not connectors, so that nothing here starts a node server.
     """
@@ -73,6 +74,13 @@ def routing_config(
         },
     }
     large.close()
+    remote = routing.get("remote_endpoints")
+    if remote:  # other sites: objects the workflow tags superset_tags=["remote"]
+        config["remote"] = {
+            "path": "warpstore.connectors.endpoint:EndpointConnector",
+            "config": {"endpoints": [str(u) for u in remote], "timeout": 120.0},
+            "policy": Policy(priority=2, superset_tags=["remote"]).as_dict(),
+        }
     return config
 
 

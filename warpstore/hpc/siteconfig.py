@@ -82,6 +82,7 @@ _ROUTING: dict[str, tuple[tuple[type, ...], str]] = {
     "node": ((str,), "node-server transport for small objects: zmq, ucx or margo"),
     "large": ((str,), "where objects above large_threshold go: daos, file or redis"),
     "large_threshold": ((str, int), "size above which objects go to `large`, e.g. 64MiB"),
+    "remote_endpoints": ((list,), "endpoint UUIDs: objects tagged superset_tags=['remote']"),
 }
 _WALLTIME = re.compile(r"^(\d{1,4}):([0-5]\d):([0-5]\d)$")
 
