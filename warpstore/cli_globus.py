@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -34,13 +33,11 @@ def login(client_id: str | None) -> None:
     except Exception as e:  # the SDK's own errors: bad code, network
         click.echo(f"warpstore: Globus login failed: {e}", err=True)
         sys.exit(1)
+    from warpstore.server.runtime import write_json_atomic
+
     path = token_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({**tokens, "client_id": adapter.client_id}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {**tokens, "client_id": adapter.client_id})
     click.echo(f"logged in; tokens in {path} (mode 0600)")
 
 

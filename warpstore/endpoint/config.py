@@ -15,6 +15,8 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from warpstore.server.runtime import write_json_atomic
+
 __all__ = ["EndpointConfig", "endpoint_dir", "endpoints_home", "list_endpoints", "load_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -52,12 +54,7 @@ class EndpointConfig:
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
-        path = self.directory / "config.json"
-        tmp = path.with_name("config.json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-        os.replace(tmp, path)
+        write_json_atomic(self.directory / "config.json", asdict(self))
 
 
 def load_config(name: str) -> EndpointConfig:

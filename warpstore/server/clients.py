@@ -6,9 +6,30 @@ For code that talks to servers of any transport (the launcher's teardown,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["client_for", "transport_of"]
+__all__ = ["RequestClient", "client_for", "transport_of"]
+
+
+class RequestClient:
+    """What the transports' clients share: one request is a pipeline of one."""
+
+    def pipeline(
+        self, address: str, requests: Sequence[tuple[int, bytes, Any]], timeout: float | None = None
+    ) -> list[tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def request(
+        self,
+        address: str,
+        op: int,
+        key: bytes = b"",
+        data: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[Any, Any]:
+        """One request, one reply: (status, data)."""
+        return self.pipeline(address, [(op, key, data)], timeout)[0]
 
 
 def transport_of(address: str) -> str:

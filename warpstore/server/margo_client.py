@@ -22,6 +22,7 @@ from warpstore.exceptions import (
     ConnectorConnectionError,
     ConnectorError,
 )
+from warpstore.server.clients import RequestClient
 from warpstore.server.margo_adapter import make_engine
 from warpstore.server.margo_server import RPC_NAME, parse_margo_address
 from warpstore.server.protocol import (
@@ -51,7 +52,7 @@ def _engine(protocol: str) -> tuple[Any, threading.Lock]:
         return entry
 
 
-class MargoClient:
+class MargoClient(RequestClient):
     """Sends requests to Margo node servers and checks their replies."""
 
     def __init__(self, token: bytes, timeout: float = 30.0) -> None:
@@ -62,15 +63,6 @@ class MargoClient:
     def close(self) -> None:
         """Nothing per client: the process's engines are shared (idempotent)."""
 
-    def request(
-        self,
-        address: str,
-        op: int,
-        key: bytes = b"",
-        data: Any = None,
-        timeout: float | None = None,
-    ) -> tuple[Status, Any]:
-        return self.pipeline(address, [(op, key, data)], timeout)[0]
 
     def pipeline(
         self, address: str, requests: Sequence[Request], timeout: float | None = None

@@ -30,6 +30,7 @@ from warpstore.exceptions import (
     ConnectorConnectionError,
     ConnectorError,
 )
+from warpstore.server.clients import RequestClient
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
@@ -76,7 +77,7 @@ class _Endpoint:
         self.lock = asyncio.Lock()
 
 
-class UCXClient:
+class UCXClient(RequestClient):
     """Sends requests to UCX node servers and checks their replies."""
 
     def __init__(self, token: bytes, timeout: float = 30.0) -> None:
@@ -89,15 +90,6 @@ class UCXClient:
 
     # -- sync API (same as ZMQClient) -------------------------------------------------
 
-    def request(
-        self,
-        address: str,
-        op: int,
-        key: bytes = b"",
-        data: Any = None,
-        timeout: float | None = None,
-    ) -> tuple[Status, Any]:
-        return self.pipeline(address, [(op, key, data)], timeout)[0]
 
     def pipeline(
         self, address: str, requests: Sequence[Request], timeout: float | None = None

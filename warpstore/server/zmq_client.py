@@ -25,6 +25,7 @@ from warpstore.exceptions import (
     ConnectorError,
     StoreFullError,
 )
+from warpstore.server.clients import RequestClient
 from warpstore.server.protocol import (
     HEADER_SIZE,
     Op,
@@ -42,7 +43,7 @@ _ZERO_COPY_MIN = 64 * 1024
 Request = tuple[int, bytes, Any]  # op, key, data or None
 
 
-class ZMQClient:
+class ZMQClient(RequestClient):
     """Sends requests to node servers and checks their replies."""
 
     def __init__(self, token: bytes, timeout: float = 30.0) -> None:
@@ -100,16 +101,6 @@ class ZMQClient:
                 self._context.term()
             self._context = None
 
-    def request(
-        self,
-        address: str,
-        op: int,
-        key: bytes = b"",
-        data: Any = None,
-        timeout: float | None = None,
-    ) -> tuple[Status, Any]:
-        """One request, one reply."""
-        return self.pipeline(address, [(op, key, data)], timeout)[0]
 
     def pipeline(
         self, address: str, requests: Sequence[Request], timeout: float | None = None
