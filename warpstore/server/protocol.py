@@ -155,17 +155,10 @@ def unpack_header(
     (wrong size, magic, reserved bits, key length) raise :class:`ProtocolError`
     before any cryptography is done.
     """
-    if len(header) != HEADER_SIZE:
-        raise ProtocolError(f"header is {len(header)} bytes, expected {HEADER_SIZE}")
-    magic, op, status, flags, request_id, data_len, key_len, reserved = _BODY.unpack_from(header)
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(magic)!r} (not a warpstore v1 message)")
-    if flags or reserved:
-        raise ProtocolError("reserved header fields are not zero")
-    if key_len > MAX_KEY_LEN:
-        raise ProtocolError(f"key length {key_len} exceeds {MAX_KEY_LEN}")
+    key_len, data_len = peek_lengths(header)  # the structural checks
     if key_len != len(key):
         raise ProtocolError(f"header declares a {key_len}-byte key, frame has {len(key)}")
+    _, op, status, _, request_id, _, _, _ = _BODY.unpack_from(header)
     parsed = Header(op, status, request_id, data_len, key_len, bytes(header[_BODY.size :]))
     expected = _tag(token, bytes(header[: _BODY.size]), key)
     return parsed, hmac.compare_digest(expected, parsed.tag)
