@@ -41,17 +41,19 @@ class EndpointClient:
             self._sock = sock
         return self._sock
 
-    def _recv(self, sock: socket.socket, n: int) -> bytes:
-        buf = bytearray(n)
+    def _recv(self, sock: socket.socket, n: int) -> bytearray:
+        buf = bytearray(n)  # returned as is: writable, so numpy can use it without a copy
         view, got = memoryview(buf), 0
         while got < n:
             k = sock.recv_into(view[got:])
             if not k:
                 raise ConnectionError("the endpoint closed the connection")
             got += k
-        return bytes(buf)
+        return buf
 
-    def request(self, header: dict[str, Any], data: Any = None) -> tuple[dict[str, Any], bytes]:
+    def request(
+        self, header: dict[str, Any], data: Any = None
+    ) -> tuple[dict[str, Any], bytearray]:
         with self._lock:
             sock = self._connect()
             try:
@@ -63,7 +65,8 @@ class EndpointClient:
                     sock.sendall(view)
                 (n,) = _LEN.unpack(self._recv(sock, _LEN.size))
                 reply: dict[str, Any] = json.loads(self._recv(sock, n))
-                payload = self._recv(sock, int(reply.get("size", 0))) if "size" in reply else b""
+                size = int(reply.get("size", 0)) if "size" in reply else 0
+                payload = self._recv(sock, size)
             except (OSError, ConnectionError) as e:
                 self.close()
                 raise ConnectorConnectionError(f"endpoint at {self.path}: {e}") from e
