@@ -97,6 +97,21 @@ def test_wrong_token_and_malformed_requests(margo_server: Any, margo_connector: 
     assert errors["bad_request"] == 7  # every other malformed request
 
 
+def test_elastic_server_falls_back_from_cxi_to_tcp(
+    margo_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from warpstore.connectors.margo import MargoConnector
+
+    c = MargoConnector(protocol="cxi", spawn=False)
+    with caplog.at_level("WARNING"):
+        assert c.settings().extra_args == ["--protocol", "ofi+tcp"]
+    assert "without a Slingshot VNI" in caplog.text and "instead of cxi" in caplog.text
+    verbs = MargoConnector(protocol="ofi+verbs", spawn=False)
+    assert verbs.settings().extra_args[-1] == "ofi+verbs"
+    verbs.close()
+    c.close()
+
+
 def test_real_adapter_without_pymargo_says_how_to_install() -> None:
     if importlib.util.find_spec("pymargo") is not None:
         pytest.skip("pymargo is installed")

@@ -11,9 +11,13 @@ pymargo comes from Spack (``py-mochi-margo``), not PyPI.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 from warpstore.connectors._nodeserver import NodeServerConnector
+from warpstore.server.runtime import node_name
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MargoConnector", "MargoKey"]
 
@@ -50,7 +54,19 @@ class MargoConnector(NodeServerConnector):
         return MargoClient(token, timeout)
 
     def _server_args(self) -> list[str]:
-        return ["--protocol", self.protocol]
+        # Every server this connector starts is started by a task, outside the site's
+        # launcher line: it has no Slingshot VNI, so CXI cannot work; use TCP and say so.
+        protocol = self.protocol
+        if protocol.split("+")[-1].startswith("cxi"):
+            protocol = "ofi+tcp"
+            logger.warning(
+                "node %s has no Margo server: starting one from this task, outside the job "
+                "launcher, so without a Slingshot VNI; it uses %s instead of %s",
+                node_name(),
+                protocol,
+                self.protocol,
+            )
+        return ["--protocol", protocol]
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "protocol": self.protocol}
