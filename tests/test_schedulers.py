@@ -191,11 +191,14 @@ def sjob(slurm: SlurmCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
     no_leftovers(tag)
 
 
-def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any]) -> None:
+@pytest.mark.parametrize("connector", ["zmq", "ucx"])
+def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: str) -> None:
+    if connector == "ucx":
+        pytest.importorskip("ucxx")
     env, work = sjob["env"], sjob["dir"]
     proc = cli(
         "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "00:05:00",
-        "-o", "job.sh", "--",
+        "--connector", connector, "-o", "job.sh", "--",
         "srun", "--overlap", "--mpi=pmi2", "--ntasks-per-node=1", "-n", "2",
         sys.executable, str(EXAMPLE), "--size-mib", "1",
         env=env, cwd=work,
@@ -211,6 +214,7 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any]) -> None:
     assert "workflow OK: 2 ranks" in output
     manifest = json.loads((work / f"warpstore-{job_id}" / "manifest.json").read_text())
     assert manifest["scheduler"] == "slurm" and manifest["nodes"] == ["n1", "n2"]
+    assert manifest["connector"]["type"] == connector
     assert sorted(s["node"] for s in manifest["servers"]) == ["n1", "n2"]
     assert len({s["address"] for s in manifest["servers"]}) == 2
     report = json.loads((work / f"warpstore-{job_id}" / "report.json").read_text())
