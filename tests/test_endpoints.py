@@ -144,3 +144,31 @@ def test_list_and_check(mesh: dict[str, Any]) -> None:
     assert checked.returncode == 0 and f"connected to {mesh['url']}" in checked.stdout
     missing = cli(mesh["env"], "endpoint", "check", "nope")
     assert missing.returncode != 0 and "configure nope" in (missing.stderr + missing.stdout)
+
+
+def test_bad_input_to_relay_and_daemon_hurts_nobody(mesh: dict[str, Any]) -> None:
+    import asyncio
+    import socket
+
+    from websockets.asyncio.client import connect
+
+    async def junk_to_relay() -> str:
+        async with connect(mesh["url"]) as ws:
+            await ws.recv()  # the challenge
+            await ws.send("this is not JSON")
+            try:
+                return str(await asyncio.wait_for(ws.recv(), 5))
+            except Exception as e:  # closed by the relay
+                return type(e).__name__
+
+    asyncio.run(junk_to_relay())
+    with socket.socket(socket.AF_UNIX) as s:  # garbage on the daemon's local socket
+        s.connect(str(mesh["a"].directory / "endpoint.sock"))
+        s.sendall(b"\xff\xff\xff\xffgarbage")
+    a, b = connectors(mesh)
+    try:
+        key = a.put(b"after the junk")
+        assert bytes(b.get(key)) == b"after the junk"
+    finally:
+        a.close()
+        b.close()

@@ -114,7 +114,11 @@ class _Peer:
 
     def on_message(self, message: Any) -> None:
         if isinstance(message, str):
-            self.header = json.loads(message)
+            try:
+                self.header = json.loads(message)
+            except ValueError:
+                logger.warning("dropped a malformed reply header from a peer")
+                return
             self.parts, self.received = [], 0
         else:
             self.parts.append(message)
@@ -210,7 +214,13 @@ class Endpoint:
     async def _relay_loop(self) -> None:
         try:
             async for raw in self._relay:
-                msg = json.loads(raw)
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    msg = None
+                if not isinstance(msg, dict):
+                    logger.warning("dropped a malformed message from the relay")
+                    continue
                 if msg.get("type") == "unknown-peer":
                     fut = self._answers.pop(str(msg.get("id")), None)
                     if fut is not None and not fut.done():
@@ -275,8 +285,15 @@ class Endpoint:
         def on_channel(channel: Any) -> None:
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             def on_message(message: Any) -> None:
-                if isinstance(message, str):  # requests are text; nothing else is expected
-                    queue.put_nowait(json.loads(message))
+                if not isinstance(message, str):  # requests are text; nothing else is expected
+                    return
+                try:
+                    request = json.loads(message)
+                except ValueError:
+                    logger.warning("dropped a malformed request from a peer")
+                    return
+                if isinstance(request, dict):
+                    queue.put_nowait(request)
 
             channel.on("message", on_message)
             task = asyncio.create_task(self._respond(channel, queue))
