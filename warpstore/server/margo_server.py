@@ -115,6 +115,7 @@ class MargoServer:
         while not self._stop and not self.core.stopping:
             self.engine.sleep(poll_s)
             self._release_retired()
+        self.engine.sleep(poll_s)  # let the SHUTDOWN reply (and any other in flight) go out
 
     def _release_retired(self) -> None:
         now = time.monotonic()
