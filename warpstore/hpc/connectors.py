@@ -50,12 +50,7 @@ def routing_config(
     routing = site["connector"].get("routing", {})
     threshold = parse_size(routing.get("large_threshold", "64MiB"))
     large_kind = routing.get("large", "file")
-    if large_kind == "file" and not site["connector"].get("file", {}).get("store_dir"):
-        from warpstore.connectors.file import FileConnector
-
-        large: Any = FileConnector(os.path.join(job_dir, "objects"))
-    else:
-        large = connector_from_site(site, large_kind)
+    large = connector_from_site(site, large_kind, job_dir)
     node_paths = {
         "zmq": "warpstore.connectors.zmq:ZMQConnector",
         "ucx": "warpstore.connectors.ucx:UCXConnector",
@@ -84,7 +79,15 @@ def routing_config(
     return config
 
 
-def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
+def connector_from_site(
+    site: SiteConfig, kind: str | None = None, job_dir: str | os.PathLike[str] | None = None
+) -> Any:
+    """The connector ``kind`` (default: the site's) with the site's settings.
+
+    Inside a launched job (``job_dir`` given), a file store without a configured
+    ``store_dir`` goes to ``<job_dir>/objects``: every node must see the objects, and the
+    job directory is on the submit file system, unlike node-local scratch.
+    """
     kind = kind or site["connector"]["type"]
     conn = site["connector"]
     if kind == "zmq":
@@ -121,10 +124,14 @@ def connector_from_site(site: SiteConfig, kind: str | None = None) -> Any:
     if kind == "file":
         from warpstore.connectors.file import FileConnector
 
-        store_dir = conn.get("file", {}).get("store_dir") or os.path.join(
-            site.get("local_scratch") or "/tmp", "warpstore-files"
-        )
-        return FileConnector(os.path.expandvars(store_dir))
+        store_dir = conn.get("file", {}).get("store_dir")
+        if not store_dir:
+            store_dir = (
+                os.path.join(job_dir, "objects")
+                if job_dir is not None
+                else os.path.join(site.get("local_scratch") or "/tmp", "warpstore-files")
+            )
+        return FileConnector(os.path.expandvars(str(store_dir)))
     raise NotImplementedError(
         f"site {site.name!r} asks for the {kind!r} connector, which this version of warpstore "
         "does not provide (available: zmq, ucx, margo, daos, redis, file); use --connector "

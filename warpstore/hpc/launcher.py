@@ -53,6 +53,32 @@ def _token_file(job_dir: Path) -> Path:
     return path
 
 
+def _job(site: SiteConfig) -> tuple[Any, str, Path]:
+    """This job's scheduler environment, id (as the scheduler gave it) and directory."""
+    env_info = detect_environment()
+    job_id = env_info.job_id or f"local-{os.getpid()}-{int(time.time())}"
+    return env_info, job_id, _job_dir(site, job_id.replace("/", "_"))
+
+
+def _job_env(site: SiteConfig, job_id: str, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of everything the launcher starts: the site's, then the job's."""
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
+    env.update({"WARPSTORE_JOB_ID": job_id.replace("/", "_"), "WARPSTORE_SITE": site.name})
+    env.update(extra)
+    return env
+
+
+def _manifest_head(site: SiteConfig, env_info: Any, job_id: str, job_dir: Path) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "site": site.name,
+        "scheduler": env_info.scheduler,
+        "nodes": env_info.nodes if env_info.scheduler != "none" else [],
+        "job_dir": str(job_dir),
+    }
+
+
 def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10.0) -> None:
     from warpstore.server.clients import client_for, transport_of
     from warpstore.server.protocol import Op
@@ -209,43 +235,22 @@ def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> i
     from warpstore.hpc.connectors import connector_from_site
     from warpstore.hpc.manifest import write_manifest
 
-    env_info = detect_environment()
-    job_id = (env_info.job_id or f"local-{os.getpid()}-{int(time.time())}").replace("/", "_")
-    job_dir = _job_dir(site, job_id)
-    conn: Any
-    if kind == "file" and not site["connector"].get("file", {}).get("store_dir"):
-        from warpstore.connectors.file import FileConnector
-
-        # every node must see the objects: the job dir (on the submit file system), not
-        # node-local scratch
-        conn = FileConnector(str(job_dir / "objects"))
-    else:
-        try:
-            conn = connector_from_site(site, kind)
-        except (NotImplementedError, ValueError) as e:
-            raise LaunchError(str(e)) from e
+    env_info, raw_id, job_dir = _job(site)
+    job_id = raw_id.replace("/", "_")
+    try:
+        conn = connector_from_site(site, kind, job_dir)
+    except (NotImplementedError, ValueError) as e:
+        raise LaunchError(str(e)) from e
     manifest_path = job_dir / "manifest.json"
     manifest: dict[str, Any] = {
-        "job_id": job_id,
-        "site": site.name,
-        "scheduler": env_info.scheduler,
-        "nodes": env_info.nodes if env_info.scheduler != "none" else [],
-        "job_dir": str(job_dir),
+        **_manifest_head(site, env_info, job_id, job_dir),
         "servers": [],
         "connector": {"type": kind, "config": conn.config()},
         "created": time.time(),
     }
     write_manifest(manifest_path, manifest)
     conn.close()
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
-    env.update(
-        {
-            "WARPSTORE_JOB_ID": job_id,
-            "WARPSTORE_SITE": site.name,
-            "WARPSTORE_MANIFEST": str(manifest_path),
-        }
-    )
+    env = _job_env(site, job_id, {"WARPSTORE_MANIFEST": str(manifest_path)})
     logger.info("connector %s needs no node servers: %s", kind, manifest["connector"]["config"])
     t1 = time.monotonic()
     rc, received = _run_workflow(command, env)
@@ -289,10 +294,8 @@ def launch(
         kind = site["connector"].get("routing", {}).get("node", "zmq")
     if kind not in NODE_SERVER_TRANSPORTS:
         return _launch_serverless(site, command, kind)
-    env_info = detect_environment()
-    job_id = env_info.job_id or f"local-{os.getpid()}-{int(time.time())}"
+    env_info, job_id, job_dir = _job(site)
     num_nodes = nodes or (env_info.num_nodes if env_info.scheduler != "none" else site["nodes"])
-    job_dir = _job_dir(site, job_id.replace("/", "_"))
     runtime_dir = job_dir / "runtime"
     runtime_dir.mkdir(exist_ok=True, mode=0o700)
     token_file = _token_file(job_dir)
@@ -303,15 +306,10 @@ def launch(
     ucx_env = settings.pop("ucx_env", None)
     protocol = settings.pop("protocol", None)
 
-    child_env = dict(os.environ)
-    child_env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
-    child_env.update(
-        {
-            "WARPSTORE_JOB_ID": job_id.replace("/", "_"),
-            "WARPSTORE_RUNTIME_DIR": str(runtime_dir),
-            "WARPSTORE_TOKEN_FILE": str(token_file),
-            "WARPSTORE_SITE": site.name,
-        }
+    child_env = _job_env(
+        site,
+        job_id,
+        {"WARPSTORE_RUNTIME_DIR": str(runtime_dir), "WARPSTORE_TOKEN_FILE": str(token_file)},
     )
     if ucx_env:  # the servers and every task use the site's UCX settings
         child_env.update({str(k): str(v) for k, v in ucx_env.items()})
@@ -329,11 +327,7 @@ def launch(
                 "MPI and ucxx share it"
             )
     base: dict[str, Any] = {
-        "job_id": job_id,
-        "site": site.name,
-        "scheduler": env_info.scheduler,
-        "nodes": env_info.nodes if env_info.scheduler != "none" else [],
-        "job_dir": str(job_dir),
+        **_manifest_head(site, env_info, job_id, job_dir),
         "token_file": str(token_file),
         "runtime_dir": str(runtime_dir),
         "connector": {
