@@ -13,6 +13,7 @@ object is held once, never copied into a second Python object.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -22,7 +23,9 @@ from typing import Any
 from warpstore.server.protocol import Op, Status
 from warpstore.units import format_size
 
-__all__ = ["Entry", "ObjectTable", "Reply", "ServerCore"]
+logger = logging.getLogger("warpstore.server")
+
+__all__ = ["Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
 
 
 @dataclass
@@ -166,3 +169,22 @@ class ServerCore:
             "bytes_out": self.bytes_out,
             "uptime_s": round(time.time() - self.started, 3),
         }
+
+
+class RateLimitedLog:
+    """Log a flood of bad messages as a few lines with counts, not one line each."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last = 0.0
+        self.suppressed = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            extra = f" ({self.suppressed} similar messages suppressed)" if self.suppressed else ""
+            logger.warning(msg + extra, *args)
+            self.last = now
+            self.suppressed = 0
+        else:
+            self.suppressed += 1

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from warpstore.server.core import Reply, ServerCore
+from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.margo_adapter import Exposed, make_engine
 from warpstore.server.protocol import (
     EAGER_MAX,
@@ -36,7 +36,6 @@ from warpstore.server.protocol import (
     peek_lengths,
     unpack_header,
 )
-from warpstore.server.zmq_server import _RateLimitedLog
 
 __all__ = [
     "MAX_DESCRIPTOR",
@@ -98,7 +97,7 @@ class MargoServer:
         self._lock = threading.Lock()
         self._exposed: dict[bytes, Exposed] = {}
         self._retired: deque[tuple[float, Exposed]] = deque()
-        self._bad = _RateLimitedLog()
+        self._bad = RateLimitedLog()
         self._stop = False
         self.engine.serve(RPC_NAME, self._on_request)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from warpstore.server.core import Reply, ServerCore
+from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
@@ -42,7 +42,6 @@ from warpstore.server.protocol import (
     unpack_header,
 )
 from warpstore.server.ucx_env import import_ucxx
-from warpstore.server.zmq_server import _RateLimitedLog
 
 __all__ = ["FIRST_MESSAGE_MAX", "UCXServer", "format_ucx_address", "parse_ucx_address"]
 
@@ -93,7 +92,7 @@ class UCXServer:
             raise OSError(f"cannot listen for UCX on port {port or '*'} on node {node}: {e}") from e
         self.address = format_ucx_address(ip, self.listener.port)
         self.core = ServerCore(self.address, node, memory_limit, transport="ucx")
-        self._bad = _RateLimitedLog()
+        self._bad = RateLimitedLog()
         self._stop = False
 
     def stop(self) -> None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from typing import Any
 
 import zmq
 
-from warpstore.server.core import Reply, ServerCore
+from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.protocol import (
     HEADER_SIZE,
     Op,
@@ -39,25 +38,6 @@ _ZERO_COPY_MIN = 64 * 1024
 
 def format_tcp_address(ip: str, port: int) -> str:
     return f"tcp://[{ip}]:{port}" if ":" in ip else f"tcp://{ip}:{port}"
-
-
-class _RateLimitedLog:
-    """Log a flood of bad messages as a few lines with counts, not one line each."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self.last = 0.0
-        self.suppressed = 0
-
-    def warning(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            extra = f" ({self.suppressed} similar messages suppressed)" if self.suppressed else ""
-            logger.warning(msg + extra, *args)
-            self.last = now
-            self.suppressed = 0
-        else:
-            self.suppressed += 1
 
 
 class ZMQServer:
@@ -84,7 +64,7 @@ class ZMQServer:
             raise OSError(f"cannot bind tcp://{bind_ip}:{port or '*'} on node {node}: {e}") from e
         self.address = format_tcp_address(ip, port)
         self.core = ServerCore(self.address, node, memory_limit, transport="zmq")
-        self._bad = _RateLimitedLog()
+        self._bad = RateLimitedLog()
         self._stop = False
 
     def stop(self) -> None:
