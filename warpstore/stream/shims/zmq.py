@@ -34,6 +34,8 @@ class ZeroMQPublisher:
         zmq = _zmq()
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.XPUB)
+        # report every subscription, not only the first per topic, so subscribers can be counted
+        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._socket.setsockopt(zmq.LINGER, 1000)
         self._socket.bind(address)
         self.address: str = self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -50,11 +52,7 @@ class ZeroMQPublisher:
             wait_ms = 0
 
     def wait_for_subscribers(self, topic: str, count: int = 1, timeout: float = 10.0) -> None:
-        """Block until ``count`` subscribers of ``topic`` are connected.
-
-        XPUB reports each distinct subscription once, so ``count`` above 1
-        counts subscriptions to different prefixes; use 1 for one topic.
-        """
+        """Block until ``count`` subscribers of ``topic`` are connected (``TimeoutError`` after)."""
         deadline = time.monotonic() + timeout
         key = topic.encode()
         while self._subscriptions.get(key, 0) < count:
