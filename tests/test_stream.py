@@ -209,7 +209,11 @@ def key_event_doc(store: Store[Any], **changes: Any) -> bytes:
         ({"key": {"$nt": "os:system", "f": ["x"]}}, "not from a trusted module"),
         ({"key": {"$nt": "warpstore.store:Store", "f": []}}, "not a NamedTuple"),
         ({"evict": "yes"}, "not a boolean"),
-        ({"store_config": {"name": "s", "connector_type": "os:path"}}, "trusted"),
+        (
+            {"store_config": {"name": "s", "connector": {"kind": "os:path", "options": {}}}},
+            "trusted",
+        ),
+        ({"store_config": {"name": "s", "connector": {"kind": "zmq", "options": {}}}}, "trusted"),
     ],
 )
 def test_events_naming_untrusted_code_are_refused(
@@ -220,7 +224,9 @@ def test_events_naming_untrusted_code_are_refused(
 
 
 def test_a_deserializer_from_outside_warpstore_is_refused(store: Store[Any]) -> None:
-    config = {**store.config(), "deserializer": "os:system"}
+    from warpstore.stream.events import store_config_to_wire
+
+    config = {**store_config_to_wire(store.config()), "deserializer": "os:system"}
     with pytest.raises(EventDecodeError, match="deserializer"):
         bytes_to_event(key_event_doc(store, store_config=config))
 
@@ -239,5 +245,6 @@ def test_event_round_trip() -> None:
         ],
     )
     back = bytes_to_event(event_to_bytes(batch))
-    assert back == batch
+    assert back.events[0] == batch.events[0] and back.events[2] == batch.events[2]
+    assert Store.from_config(back.events[1].store_config).config() == config  # type: ignore[union-attr]
     assert isinstance(back.events[1], NewObjectKeyEvent) and back.events[1].key == key

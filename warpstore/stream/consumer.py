@@ -156,7 +156,7 @@ class StreamConsumer(Generic[T]):
         if isinstance(event, NewObjectEvent):
             return event.metadata, cast(T, event.obj)
         store = self._get_store(event)
-        obj = store.get(event.key, _MISSING)
+        obj = store.get(event.key, default=_MISSING)
         if obj is _MISSING:
             raise ValueError(
                 f"{store!r} has no object for key {event.key!r} of topic {event.topic!r} "

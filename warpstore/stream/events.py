@@ -18,6 +18,7 @@ import base64
 import dataclasses
 import importlib
 import json
+from collections.abc import Mapping
 from typing import Any, Union
 
 from warpstore.stream.exceptions import EventDecodeError, EventEncodeError
@@ -31,6 +32,7 @@ __all__ = [
     "NewObjectKeyEvent",
     "bytes_to_event",
     "event_to_bytes",
+    "store_config_to_wire",
 ]
 
 TRUSTED_MODULE_PREFIXES: list[str] = ["warpstore."]
@@ -61,13 +63,17 @@ class NewObjectEvent:
 
 @dataclasses.dataclass
 class NewObjectKeyEvent:
-    """An object in a store: its key and the config to rebuild that store."""
+    """An object in a store: its key and the config to rebuild that store.
+
+    ``store_config`` is a :class:`~warpstore.store.config.StoreConfig` when
+    made by a producer, its plain (wire) form when decoded from a message.
+    """
 
     topic: str
     key: Any
     evict: bool
     metadata: dict[str, Any]
-    store_config: dict[str, Any]
+    store_config: Mapping[str, Any]
 
     @classmethod
     def from_key(
@@ -76,7 +82,7 @@ class NewObjectKeyEvent:
         *,
         evict: bool,
         metadata: dict[str, Any],
-        store_config: dict[str, Any],
+        store_config: Mapping[str, Any],
         topic: str,
     ) -> NewObjectKeyEvent:
         return cls(topic, key, evict, metadata, store_config)
@@ -192,24 +198,61 @@ def _decode_key(raw: Any) -> Any:
     raise EventDecodeError("malformed key in event")
 
 
+def _callable_path(fn: Any) -> str | None:
+    if fn is None or isinstance(fn, str):
+        return fn
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def store_config_to_wire(config: Any) -> dict[str, Any]:
+    """A store's config as plain JSON-able data: (de)serializers by import path."""
+    connector = config["connector"]
+    return {
+        "name": config["name"],
+        "connector": {"kind": connector["kind"], "options": dict(connector["options"])},
+        "serializer": _callable_path(config["serializer"]),
+        "deserializer": _callable_path(config["deserializer"]),
+        "cache_size": config["cache_size"],
+        "metrics": config["metrics"],
+        "populate_target": config["populate_target"],
+    }
+
+
+_WIRE_FIELDS = {
+    "name",
+    "connector",
+    "serializer",
+    "deserializer",
+    "cache_size",
+    "metrics",
+    "populate_target",
+}
+
+
 def _check_store_config(config: Any) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise EventDecodeError("event store_config is not an object")
+    """Refuse configs that would import or call anything outside trusted modules."""
+    if not isinstance(config, dict) or not set(config) <= _WIRE_FIELDS:
+        raise EventDecodeError("event store_config is not a store config")
     if not isinstance(config.get("name"), str) or not config["name"]:
         raise EventDecodeError("event store_config has no store name")
-    if not _trusted(config.get("connector_type")):
+    connector = config.get("connector")
+    if not isinstance(connector, dict) or not isinstance(connector.get("options"), dict):
+        raise EventDecodeError("event store_config has no connector options")
+    kind = connector.get("kind")
+    if not (isinstance(kind, str) and _trusted(kind) and ":" in kind):
         raise EventDecodeError(
-            f"event names connector {config.get('connector_type')!r}, not from a trusted module "
+            f"event names connector {kind!r}, not a class from a trusted module "
             f"({', '.join(TRUSTED_MODULE_PREFIXES)}); refusing it"
         )
-    if not isinstance(config.get("connector_config"), dict):
-        raise EventDecodeError("event store_config has no connector_config object")
     for field in ("serializer", "deserializer"):
         value = config.get(field)
         if value is not None and not _trusted(value):
             raise EventDecodeError(
                 f"event names {field} {value!r}, not from a trusted module; refusing it"
             )
+    for field, kind_ in (("cache_size", int), ("metrics", bool), ("populate_target", bool)):
+        if field in config and not isinstance(config[field], kind_):
+            raise EventDecodeError(f"event store_config field {field!r} has the wrong type")
     return config
 
 
@@ -233,7 +276,7 @@ def _event_to_dict(event: Event) -> dict[str, Any]:
             "key": _encode_key(event.key),
             "evict": bool(event.evict),
             "metadata": _encode_value(event.metadata, f"metadata for topic {event.topic!r}"),
-            "store_config": _encode_value(event.store_config, "store config"),
+            "store_config": _encode_value(store_config_to_wire(event.store_config), "store config"),
         }
     raise EventEncodeError(f"not an event: {event!r}")
 
