@@ -75,7 +75,8 @@ def wait_empty(store: Store[Any], timeout: float = 10.0) -> list[str]:
 def inspect_args(x: Any, y: Any, p: Any) -> tuple[Any, ...]:
     """Runs on the worker: what arrived, and was anything fetched before the task ran?"""
     before = (is_resolved(x), is_resolved(p))
-    return (*before, type(x) is Proxy, type(y).__name__, float(x.sum()), float(p.sum()), os.getpid())
+    sums = (float(x.sum()), float(p.sum()))
+    return (*before, type(x) is Proxy, type(y).__name__, *sums, os.getpid())
 
 
 def grow(x: Any) -> Any:
