@@ -154,3 +154,80 @@ def test_policy_and_refusals() -> None:
     assert size_of(np.ones(10)) == 80 and size_of(b"abc") == 3 and size_of({"a": 1}) == 0
     with pytest.raises(TypeError, match="only deserializes"):
         ProxyStoreSerializer().serialize([1])
+
+
+LAUNCH_WORKFLOW = '''
+import os, sys
+import numpy as np
+import parsl
+from parsl.app.app import python_app
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import LocalProvider
+import warpstore
+from warpstore.plugins.parsl import ProxyStoreSerializer, register
+from warpstore.proxy import Proxy, is_resolved
+
+@python_app
+def scale(x, k):
+    import os
+    from warpstore.proxy import is_resolved
+    assert not is_resolved(x), "fetched before the app ran"
+    return x * k
+
+@python_app
+def total(x):
+    return float(x.sum())
+
+store = warpstore.task_store()
+register(ProxyStoreSerializer(store=store, threshold=100_000))
+parsl.load(Config(
+    executors=[HighThroughputExecutor(
+        label="htex", address="127.0.0.1", loopback_address="127.0.0.1",
+        interchange_port_range=(49152, 65536), worker_port_range=(49152, 65536),
+        max_workers_per_node=1, provider=LocalProvider(init_blocks=1, max_blocks=1),
+    )],
+    run_dir=sys.argv[1], strategy="none", usage_tracking=0,
+))
+try:
+    x = np.arange(100_000, dtype=np.float64)
+    scaled = scale(x, 2.0)
+    assert total(scaled).result(timeout=120) == 2 * x.sum()
+    res = scaled.result()
+    assert type(res) is Proxy and not is_resolved(res)
+    key = res.__factory__.key
+    print("result on", key.node, key.address, flush=True)
+finally:
+    parsl.dfk().cleanup()
+'''
+
+
+def test_parsl_workflow_inside_warpstore_launch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    from tests.procs import kill_all
+
+    tag = f"wstest-{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, "WARPSTORE_TEST_TAG": tag, "TMPDIR": "/tmp",
+           "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
+        env.pop(var, None)
+    script = tmp_path / "workflow.py"
+    script.write_text(LAUNCH_WORKFLOW)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--",
+             sys.executable, str(script), str(tmp_path / "parsl-run")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        )
+    finally:
+        time.sleep(0.2)
+        leftover = processes_matching(tag)
+        kill_all(tag)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the worker stored the large result in the job's own node server
+    assert "result on " in proc.stdout and "tcp://" in proc.stdout
+    assert not leftover, f"processes left behind: {leftover}"
