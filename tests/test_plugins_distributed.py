@@ -138,7 +138,7 @@ def test_futures_as_arguments_and_map(client: Client, store: Store[Any]) -> None
     chained = client.submit(total, client.submit(grow, big))
     assert chained.result(timeout=60) == big.sum() * 50_000
     arrays = [np.full(20_000, float(i)) for i in range(3)]
-    futures = client.map(grow, arrays)
+    futures = client.map(grow, arrays, batch_size=2)
     results = client.gather(futures)
     assert all(isinstance(r, Proxy) for r in results)
     assert [float(r[0]) for r in results] == [0.0, 20_000.0, 40_000.0]

@@ -277,10 +277,17 @@ class Client(DaskClient):
         proxy_result: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """``Client.map`` with large arguments and results passed by proxy."""
+        """``Client.map`` with large arguments and results passed by proxy.
+
+        ``batch_size`` is ignored with a store: each task's arguments are
+        proxied here, once.
+        """
         if self._ps_store is None:
             return super().map(func, *iterables, key=key, **kwargs)
         dask_kwargs = {k: kwargs.pop(k) for k in _MAP_OPTIONS if k in kwargs}
+        # Dask's batching would call this map() again on each batch: every task is
+        # proxied here, once, so batching is not used with a store.
+        dask_kwargs.pop("batch_size", None)
         columns = [list(it) for it in iterables]
         n = min((len(c) for c in columns), default=0)
         threshold = self._ps_threshold if proxy_args else None
