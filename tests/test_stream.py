@@ -248,3 +248,18 @@ def test_event_round_trip() -> None:
     assert back.events[0] == batch.events[0] and back.events[2] == batch.events[2]
     assert Store.from_config(back.events[1].store_config).config() == config  # type: ignore[union-attr]
     assert isinstance(back.events[1], NewObjectKeyEvent) and back.events[1].key == key
+
+
+def test_allowed_stores_skips_events_naming_other_stores(
+    store: Store[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    forged: Store[Any] = Store("elsewhere", LocalConnector())
+    q: queue.Queue[bytes] = queue.Queue()
+    pub = QueuePublisher({"t": q})
+    StreamProducer[str](pub, {"t": forged}).send("t", "forged")
+    producer = StreamProducer[str](pub, {"t": store})
+    producer.send("t", "real")
+    producer.close_topics("t")
+    consumer = StreamConsumer[str](QueueSubscriber(q, timeout=5), allowed_stores=[store.name])
+    assert list(consumer.iter_objects()) == ["real"]
+    assert "naming store 'elsewhere'" in caplog.text

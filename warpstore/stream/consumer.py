@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
@@ -47,6 +47,13 @@ class StreamConsumer(Generic[T]):
         filter_: called with each event's metadata; ``True`` drops the event.
         keep: called with each event's metadata; ``False`` drops the event.
             A dropped object the producer sent with ``evict=True`` is evicted.
+        allowed_stores: names of the stores events may point to. An event
+            names a store by its config (connector class and options, e.g. a
+            Redis host): on a broker that others can write to (ZeroMQ
+            PUB/SUB, a Redis without a password), set this so a forged event
+            cannot make the consumer fetch and deserialize data from a
+            server of the forger's choosing. Events naming other stores are
+            logged and skipped. Default: any store from a trusted module.
 
     A message that is not a valid event is logged and skipped: whatever else
     writes to the broker cannot crash or steer the consumer.
@@ -58,8 +65,10 @@ class StreamConsumer(Generic[T]):
         *,
         filter_: Filter | None = None,
         keep: Filter | None = None,
+        allowed_stores: Collection[str] | None = None,
     ) -> None:
         self.subscriber = subscriber
+        self._allowed = None if allowed_stores is None else frozenset(allowed_stores)
         self._filter = filter_
         self._keep: Filter = keep if keep is not None else NullFilter()
         self._stores: dict[str, Store[Any]] = {}
@@ -106,9 +115,28 @@ class StreamConsumer(Generic[T]):
         while True:
             message = next(self.subscriber)
             try:
-                return bytes_to_event(message)
+                batch = bytes_to_event(message)
             except EventDecodeError as e:
                 logger.warning("stream: skipped a message that is not a valid event: %s", e)
+                continue
+            if self._allowed is not None:
+                for event in batch.events:
+                    if isinstance(event, NewObjectKeyEvent):
+                        name = event.store_config["name"]
+                        if name not in self._allowed:
+                            logger.warning(
+                                "stream: skipped an event of topic %r naming store %r, which is "
+                                "not in allowed_stores",
+                                batch.topic,
+                                name,
+                            )
+                batch.events = [
+                    e
+                    for e in batch.events
+                    if not isinstance(e, NewObjectKeyEvent)
+                    or e.store_config["name"] in self._allowed
+                ]
+            return batch
 
     def _next_event(self) -> NewObjectEvent | NewObjectKeyEvent:
         if self._ended:
