@@ -65,6 +65,14 @@ def no_leftovers(tag: str) -> None:
 # -- PBS through the stand-in ------------------------------------------------------------
 
 
+def login_path() -> str:
+    """PATH as a login shell in the job gets it: without the submitter's virtual env."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    return os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p and os.path.abspath(p) != venv_bin
+    )
+
+
 @pytest.fixture
 def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
     tag = f"wstest-{uuid.uuid4().hex[:12]}"
@@ -73,6 +81,9 @@ def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "PATH": f"{STANDIN / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "PBS_STANDIN_DIR": str(tmp_path / "pbs"),
         "PBS_STANDIN_SITE_BIN": str(STANDIN / "site-bin"),
+        "PBS_STANDIN_LOGIN_PATH": login_path(),
+        "PBS_STANDIN_SYSTEM": "generic",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
         "WARPSTORE_TEST_TAG": tag,
     }
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "SLURM_CONF"):
@@ -84,20 +95,17 @@ def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 PBS_SITES = {
-    # site: (extra render args, resources the site's queues insist on)
-    "polaris": (["-A", "MyProject", "--set", "interface=lo"], "account,walltime,filesystems"),
-    "aurora": (
-        ["-A", "MyProject", "--connector", "zmq", "--set", "interface=lo"],
-        "account,walltime,filesystems,daos",
-    ),
-    "generic-pbs": ([], "walltime"),
+    # site: (extra render args, the stand-in's rule book: tests/pbs_standin/facts.py)
+    "polaris": (["-A", "MyProject", "--set", "interface=lo"], "polaris"),
+    "aurora": (["-A", "MyProject", "--set", "interface=lo"], "aurora"),
+    "generic-pbs": ([], "generic"),
 }
 
 
 @pytest.mark.parametrize("site", sorted(PBS_SITES))
 def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str) -> None:
-    extra, required = PBS_SITES[site]
-    pbs["env"]["PBS_STANDIN_REQUIRE"] = required
+    extra, system = PBS_SITES[site]
+    pbs["env"]["PBS_STANDIN_SYSTEM"] = system
     proc = cli(
         "submit", "--site", site, "--nodes", "1", "--walltime", "00:10:00", *extra,
         "-o", "job.pbs", "--", "mpiexec", "-n", "2", sys.executable, str(EXAMPLE),
@@ -122,19 +130,38 @@ def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str)
     if site == "polaris":
         assert "module use /soft/modulefiles" in calls and "conda activate base" in calls
         assert line.startswith("mpiexec -n 1 --ppn 1 --depth 32 --cpu-bind none --single-node-vni")
+        assert line.endswith("PALS_LOCAL_LAUNCH=0")
     if site == "aurora":
-        assert "module load daos" in calls
-        assert "--single-node-vni" in line and line.endswith("PALS_LOCAL_LAUNCH=0")
+        lines = calls.splitlines()
+        assert lines.index("module use /soft/modulefiles") < lines.index("module load daos")
+        assert "--no-vni" in line and "--single-node-vni" not in line
+    # the job found warpstore through the environment the script activated, not the PATH
+    assert str(Path(sys.prefix) / "bin" / "activate") in (pbs["dir"] / "job.pbs").read_text()
 
 
-def test_pbs_submit_shows_the_schedulers_refusal(pbs: dict[str, Any]) -> None:
-    pbs["env"]["PBS_STANDIN_REQUIRE"] = "filesystems"
-    proc = cli(
-        "submit", "--site", "generic-pbs", "-o", "job.pbs", "--", "true",
-        env=pbs["env"], cwd=pbs["dir"],
-    )
-    assert proc.returncode == 1
-    assert "Resource_List.filesystems is required" in proc.stderr
+@pytest.mark.parametrize(
+    ("system", "args", "refusal"),
+    [
+        # what the rendered scripts used to ask for, and real qsub refuses
+        ("aurora", ["--site", "aurora", "-A", "P", "--directive", "-l daos=default"],
+         "Unknown resource Resource_List.daos"),
+        ("aurora", ["--site", "aurora", "-A", "P", "--set", "filesystems=flare:daos_user"],
+         "invalid filesystem(s) daos_user"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "queue=-q debug",
+                     "--nodes", "4"], "Job violates queue"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "account="],
+         "Account_Name is required"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "walltime=-l walltime=2:00:00"],
+         "walltime"),
+    ],
+)  # fmt: skip
+def test_pbs_standin_refuses_what_qsub_refuses(
+    pbs: dict[str, Any], system: str, args: list[str], refusal: str
+) -> None:
+    pbs["env"]["PBS_STANDIN_SYSTEM"] = system
+    proc = cli("submit", *args, "-o", "job.pbs", "--", "true", env=pbs["env"], cwd=pbs["dir"])
+    assert proc.returncode == 1, proc.stdout
+    assert refusal in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -184,7 +211,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
 @pytest.fixture
 def sjob(slurm: SlurmCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
     tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {**slurm.env, "WARPSTORE_TEST_TAG": tag}
+    env = {**slurm.env, "WARPSTORE_TEST_TAG": tag, "XDG_STATE_HOME": str(tmp_path / "state")}
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "WARPSTORE_SIMULATE_NODES"):
         env.pop(var, None)
     yield {"env": env, "dir": tmp_path, "tag": tag}

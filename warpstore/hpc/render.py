@@ -183,15 +183,19 @@ def render_job_script(
 
     timer, timer_note = "", ""
     if scheduler == "pbs" and lead > 0:
-        # PBS has no directive for an early signal: at the limit it sends SIGTERM, then
-        # SIGKILL after the server's kill_delay (seconds). So the script arms its own:
-        # `timeout` sends SIGTERM to the launcher `lead` seconds before the walltime, and
-        # keeps its exit status (--preserve-status); --foreground signals only the launcher,
-        # which then stops its servers and writes the report.
-        timer = f"timeout --foreground --preserve-status -s TERM {seconds - lead} "
+        # PBS has no directive for an early signal: at the limit it sends SIGTERM to every
+        # process of the job, then SIGKILL after the server's kill_delay. So the script
+        # arms its own: a watcher sends SIGTERM to the launcher (which replaced the shell,
+        # so it is $$) `lead` seconds before the walltime, unless the launcher is gone by
+        # then (`tail --pid` returns when it ends; so no process outlives the job). The
+        # watcher forwards nothing, so a qdel's SIGTERM reaches the launcher only once.
+        timer = (
+            f"( if ! timeout {seconds - lead} tail -s 0.2 --pid=$$ -f /dev/null; then "
+            "kill -TERM $$; fi ) >/dev/null 2>&1 &"
+        )
         timer_note = (
-            f"SIGTERM to the launcher {lead} s before the walltime ({walltime}): it stops the "
-            "servers and writes the report before PBS kills the job."
+            f"SIGTERM to the launcher {lead} s before the walltime ({walltime}), so that it "
+            "stops the servers and writes the report before PBS kills the job:"
         )
 
     python = env.python
