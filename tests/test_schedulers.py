@@ -34,12 +34,36 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def cli(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120, python: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "warpstore", *args],
+        [python or env.get("WARPSTORE_TEST_PYTHON", sys.executable), "-m", "warpstore", *args],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def user_venv(where: Path) -> Path:
+    """A user's virtual environment with this checkout of warpstore installed, on no PATH.
+
+    ``--system-site-packages`` gives it the test machine's mpi4py, pyzmq and ucxx; a .pth
+    file installs this checkout (what ``pip install -e`` leaves behind, without a build
+    backend or the network). The venv's own site-packages come first, so this checkout
+    wins over any other warpstore the base interpreter has.
+    """
+    venv = where / "user-venv"
+    subprocess.run(
+        [os.path.join(sys.base_prefix, "bin", "python3"), "-m", "venv", "--without-pip",
+         "--system-site-packages", str(venv)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    (site_packages / "warpstore-checkout.pth").write_text(str(REPO) + "\n")
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import warpstore; print(warpstore.__file__)"],
+        capture_output=True, text=True, cwd="/", check=True,
+    ).stdout  # fmt: skip
+    assert found.startswith(str(REPO)), found
+    return venv
 
 
 def wait_state(
@@ -185,6 +209,23 @@ def test_pbs_qdel_stops_the_job_and_its_servers(pbs: dict[str, Any]) -> None:
     assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
 
 
+def test_pbs_walltime_signal_lets_the_launcher_write_its_report(pbs: dict[str, Any]) -> None:
+    """PBS has no early-signal directive: the script's watcher sends SIGTERM before the
+    walltime (here 10 s, so 2 s before), the launcher tears down and writes the report."""
+    code = "import time; time.sleep(60)"
+    proc = cli(
+        "submit", "--site", "generic-pbs", "--walltime", "10s", "-o", "job.pbs", "--",
+        sys.executable, "-c", code, env=pbs["env"], cwd=pbs["dir"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    started = time.monotonic()
+    final = wait_state(pbs["env"], pbs["dir"], job_id, {"F"}, timeout=60)
+    assert time.monotonic() - started < 30, final
+    report = json.loads((pbs["dir"] / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
 def test_status_of_an_unknown_job_is_not_success(pbs: dict[str, Any]) -> None:
     proc = cli("status", "99999.standin", env=pbs["env"], cwd=pbs["dir"])
     assert proc.returncode == 3 and "UNKNOWN" in proc.stdout
@@ -208,10 +249,23 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def uvenv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return user_venv(tmp_path_factory.mktemp("venv"))
+
+
 @pytest.fixture
-def sjob(slurm: SlurmCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def sjob(slurm: SlurmCluster, uvenv: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {**slurm.env, "WARPSTORE_TEST_TAG": tag, "XDG_STATE_HOME": str(tmp_path / "state")}
+    # as a user would: render and submit from a venv that is not activated, not on PATH
+    env = {
+        **slurm.env,
+        "PATH": login_path(),
+        "WARPSTORE_TEST_TAG": tag,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "WARPSTORE_TEST_PYTHON": str(uvenv / "bin" / "python"),
+    }
+    env.pop("VIRTUAL_ENV", None)
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "WARPSTORE_SIMULATE_NODES"):
         env.pop(var, None)
     yield {"env": env, "dir": tmp_path, "tag": tag}
@@ -227,10 +281,13 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: st
         "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "00:05:00",
         "--connector", connector, "-o", "job.sh", "--",
         "srun", "--overlap", "--mpi=pmi2", "--ntasks-per-node=1", "-n", "2",
-        sys.executable, str(EXAMPLE), "--size-mib", "1",
+        "python", str(EXAMPLE), "--size-mib", "1",  # `python` of the env the script activates
         env=env, cwd=work,
     )
     assert proc.returncode == 0, proc.stderr
+    script = (work / "job.sh").read_text()
+    assert script.startswith("#!/bin/bash -l\n")  # /etc/profile resets PATH in the job
+    assert f"source {env['WARPSTORE_TEST_PYTHON'].rsplit('/', 2)[0]}/bin/activate" in script
     sub = subprocess.run(
         ["sbatch", "--parsable", "--wait", "job.sh"],
         env=env, cwd=work, capture_output=True, text=True, timeout=200,
@@ -251,6 +308,32 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: st
     assert "from node n1" in output
     final = cli("status", job_id, env=env, cwd=work)
     assert "COMPLETED" in final.stdout and "exit 0" in final.stdout
+
+
+def test_slurm_step_gets_every_rank_it_asks_for(sjob: dict[str, Any]) -> None:
+    """No --ntasks-per-node in the header to cap later steps, and whole nodes (--exclusive)
+    so a step may use every CPU: an mpi4py app with 2 ranks on each of 2 nodes gets 4."""
+    env, work = sjob["env"], sjob["dir"]
+    app = (
+        "from mpi4py import MPI; import os, socket; c = MPI.COMM_WORLD; "
+        "print('rank', c.rank, 'of', c.size, 'on', os.environ['SLURMD_NODENAME'], flush=True)"
+    )
+    proc = cli(
+        "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "5m", "-o", "job.sh",
+        "--", "srun", "--overlap", "--mpi=pmi2", "--nodes=2", "--ntasks-per-node=2",
+        "python", "-c", app, env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sub = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "job.sh"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+    job_id = sub.stdout.strip().split(";")[0]
+    output = (work / f"warpstore-{job_id}.out").read_text()
+    assert sub.returncode == 0, sub.stderr + output
+    ranks = sorted(line for line in output.splitlines() if line.startswith("rank "))
+    assert [r.split()[1:4] for r in ranks] == [[str(i), "of", "4"] for i in range(4)], output
+    assert sorted(r.split()[-1] for r in ranks) == ["n1", "n1", "n2", "n2"]
 
 
 def test_slurm_submit_status_cancel(sjob: dict[str, Any]) -> None:

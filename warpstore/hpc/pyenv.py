@@ -57,7 +57,8 @@ class PythonEnv:
 def _has_warpstore(python: str) -> bool:
     code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('warpstore') is None)"
     try:
-        proc = subprocess.run([python, "-c", code], capture_output=True, timeout=60)
+        # cwd=/: a checkout in the current directory must not count as installed
+        proc = subprocess.run([python, "-c", code], capture_output=True, timeout=60, cwd="/")
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
