@@ -336,6 +336,24 @@ def test_slurm_step_gets_every_rank_it_asks_for(sjob: dict[str, Any]) -> None:
     assert sorted(r.split()[-1] for r in ranks) == ["n1", "n1", "n2", "n2"]
 
 
+def test_slurm_early_signal_reaches_the_launcher_before_the_limit(sjob: dict[str, Any]) -> None:
+    """`--signal=B:TERM@N` signals only the batch shell: the script must `exec` the launcher
+    for the signal to reach it. A 1-minute job asking for SIGTERM 30 s early ends before
+    its limit (not TIMEOUT), with the report written."""
+    env, work = sjob["env"], sjob["dir"]
+    proc = cli(
+        "submit", "--site", "generic-slurm", "--walltime", "1", "--set", "early_signal=30",
+        "-o", "job.sh", "--", "sleep", "300", env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    assert "#SBATCH --signal=B:TERM@30" in (work / "job.sh").read_text()
+    final = wait_state(env, work, job_id, {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}, 150)
+    assert "TIMEOUT" not in final, final
+    report = json.loads((work / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
 def test_slurm_submit_status_cancel(sjob: dict[str, Any]) -> None:
     env, work = sjob["env"], sjob["dir"]
     code = "import time; time.sleep(120)"

@@ -162,7 +162,7 @@ def render_job_script(
     env = python_env or resolve_python_env(site.get("python_env"), "python_env", check=False)
 
     kind = connector or site["connector"]["type"]
-    lead = min(int(site.get("early_signal", 120)), seconds // 5)
+    lead = min(int(site.get("early_signal", 120)), seconds // 2)  # short test jobs: half
     memory = None
     if site.get("memory_per_node"):
         try:
