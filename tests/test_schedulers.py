@@ -82,8 +82,15 @@ def wait_state(
 def no_leftovers(tag: str) -> None:
     time.sleep(0.3)
     left = processes_matching(tag)
+    what = []
+    for pid in left:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            what.append(f"{pid}: {cmdline[:120]!r}")
+        except OSError:
+            what.append(str(pid))
     kill_all(tag)
-    assert not left, f"processes left behind: {left}"
+    assert not left, f"processes left behind: {what}"
 
 
 # -- PBS through the stand-in ------------------------------------------------------------
@@ -222,8 +229,23 @@ def test_pbs_walltime_signal_lets_the_launcher_write_its_report(pbs: dict[str, A
     started = time.monotonic()
     final = wait_state(pbs["env"], pbs["dir"], job_id, {"F"}, timeout=60)
     assert time.monotonic() - started < 30, final
+    record = json.loads((pbs["state"] / f"{job_id}.json").read_text())
+    assert "comment" not in record, record["comment"]  # ended before PBS's walltime kill
     report = json.loads((pbs["dir"] / f"warpstore-{job_id}" / "report.json").read_text())
     assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
+def test_pbs_standin_enforces_the_walltime(pbs: dict[str, Any]) -> None:
+    """Without the early signal PBS's own SIGTERM at the limit is all the launcher gets."""
+    proc = cli(
+        "submit", "--site", "generic-pbs", "--walltime", "3s", "--set", "early_signal=0",
+        "-o", "job.pbs", "--", "sleep", "60", env=pbs["env"], cwd=pbs["dir"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    wait_state(pbs["env"], pbs["dir"], job_id, {"F"}, timeout=60)
+    record = json.loads((pbs["state"] / f"{job_id}.json").read_text())
+    assert record["comment"] == "job killed: walltime exceeded limit 00:00:03"
 
 
 def test_status_of_an_unknown_job_is_not_success(pbs: dict[str, Any]) -> None:

@@ -13,7 +13,9 @@ configs it is checking. Sources:
 - generic: OpenPBS/PBS Pro built-in resources (Reference Guide, "Built-in
   Resources"); one execution queue ``workq`` without limits, no account needed.
 
-Every queue also has PBS's minimum walltime on ALCF systems, 5 minutes.
+Every queue also has PBS's minimum walltime on ALCF systems, 5 minutes. At the
+walltime PBS sends SIGTERM to the job's processes and SIGKILL ``kill_delay``
+seconds later (PBS Pro's default, 10 s, where a site documents none).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
         "chunk_resources": {"system", "ncpus", "ngpus", "mem", "host", "vnode", "tier0", "tier1"},
         "filesystems": {"home", "eagle", "grand"},
         "min_walltime": 5 * 60,
+        "kill_delay": 10,
         "default_queue": None,  # ALCF: jobs name their queue
         "queues": {
             "debug": {"nodes": (1, 2), "walltime": 1 * HOUR},
@@ -57,6 +60,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
         "chunk_resources": {"system", "ncpus", "mem", "host", "vnode", "tier0", "tier1"},
         "filesystems": {"home", "flare", "gecko", "daos_user_fs", "daos_perf_fs"},
         "min_walltime": 5 * 60,
+        "kill_delay": 10,
         "default_queue": None,
         "queues": {
             "debug": {"nodes": (1, 2), "walltime": 1 * HOUR},
@@ -82,6 +86,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
         "chunk_resources": _BUILTIN_CHUNK,
         "filesystems": None,  # no filesystems resource
         "min_walltime": 1,
+        "kill_delay": 10,
         "default_queue": "workq",
         "queues": {"workq": {"nodes": (1, 1_000_000), "walltime": 10_000 * HOUR}},
     },

@@ -198,6 +198,7 @@ def qsub(argv: list[str]) -> int:
         "workdir": os.getcwd(),
         "output": os.path.join(os.getcwd(), opts.get("-o", [f"{name}.o{number}"])[-1]),
         "nodefile": str(nodefile),
+        "kill_delay": SYSTEMS[system_name]["kill_delay"],
     }
     (STATE / f"{job_id}.json").write_text(json.dumps(record))
     subprocess.Popen(
@@ -209,6 +210,21 @@ def qsub(argv: list[str]) -> int:
     )
     print(job_id)
     return 0
+
+
+def _signal_job(job_id: str, sig: int) -> None:
+    """Signal every process of the job: those whose environment carries its PBS_JOBID."""
+    marker = f"PBS_JOBID={job_id}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read():
+                    continue
+            os.kill(int(entry), sig)
+        except OSError:
+            continue
 
 
 def _run(job_id: str) -> int:
@@ -241,7 +257,22 @@ def _run(job_id: str) -> int:
         )
         record.update(job_state="R", pid=proc.pid, start=time.time())
         path.write_text(json.dumps(record))
-        rc = proc.wait()
+        walltime = record["Resource_List"].get("walltime")
+        try:
+            rc = proc.wait(timeout=_walltime(walltime) if walltime else None)
+        except subprocess.TimeoutExpired:
+            # as PBS at the walltime: SIGTERM to every process of the job (PBS tracks them
+            # all, not just one process group), SIGKILL to what is left after the server's
+            # kill_delay, and a comment saying why
+            record["comment"] = f"job killed: walltime exceeded limit {walltime}"
+            _signal_job(job_id, signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=record.get("kill_delay", 10))
+            except subprocess.TimeoutExpired:
+                rc = -signal.SIGKILL
+            time.sleep(0.5)  # what the launcher still stops on its way out
+            _signal_job(job_id, signal.SIGKILL)
+            proc.wait()
     record.update(job_state="F", Exit_status=rc if rc >= 0 else 256 - rc, end=time.time())
     path.write_text(json.dumps(record))
     return 0

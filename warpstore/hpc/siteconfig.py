@@ -263,6 +263,8 @@ def validate(data: Any, source: str, origins: dict[str, str] | None = None) -> S
     if data.get("nodes", 1) < 1:
         where = origins.get("nodes", f"{source}: key 'nodes'")
         raise SiteConfigError(f"{where}: must be at least 1, got {data['nodes']}")
+    if data.get("early_signal", 0) < 0:
+        raise SiteConfigError(f"{source}: key 'early_signal' must be 0 (off) or more seconds")
     if data.get("queue_key", "queue") not in ("queue", "qos"):
         raise SiteConfigError(f"{source}: key 'queue_key' must be queue or qos")
     for name, queue in data.get("queues", {}).items():
