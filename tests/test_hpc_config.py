@@ -686,3 +686,17 @@ def test_queue_tables_are_validated(tmp_path: Path) -> None:
     bad = BASE + "queues:\n  q:\n    nodes: [1, 2]\n    walltime: forever\n"
     with pytest.raises(SiteConfigError, match=r"queues\.q\.walltime"):
         load_site(write(tmp_path, bad))
+
+
+def test_site_queues_lists_the_table_and_short_walltimes_are_refused() -> None:
+    out = CliRunner().invoke(cli, ["site", "queues", "polaris"]).output
+    lines = out.splitlines()
+    assert lines[0] == "# https://docs.alcf.anl.gov/polaris/running-jobs/"
+    assert any(line.startswith("* debug ") and "1-2" in line for line in lines)
+    assert any(line.startswith("  preemptable") for line in lines)  # never picked by default
+    assert "03:00:00 (10-24)" in out
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "polaris", "-A", "P", "--walltime", "2m", "--", "x"]
+    )
+    assert result.exit_code == 1
+    assert "--walltime: 00:02:00 is shorter than site 'polaris' accepts (00:05:00)" in result.output

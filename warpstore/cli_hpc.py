@@ -58,6 +58,34 @@ def site_show(name: str, overrides: tuple[str, ...]) -> None:
     click.echo(cfg.to_yaml(), nl=False)
 
 
+@site.command("queues")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def site_queues(name: str, overrides: tuple[str, ...]) -> None:
+    """The site's queues: nodes, walltime limit, purpose; * marks those picked by default."""
+    try:
+        cfg = load_site(name, overrides)
+    except SiteConfigError as e:
+        _fail(str(e))
+    queues = cfg.get("queues", {})
+    if not queues:
+        click.echo(f"site {cfg.name!r} has no queue table: give --queue if the site needs one")
+        return
+    click.echo(f"# {cfg.get('docs') or cfg.source}")
+    for qname, queue in queues.items():
+        low, high = queue["nodes"]
+        limits = queue.get("limits")
+        limit = (
+            ", ".join(f"{x['walltime']} ({x['nodes'][0]}-{x['nodes'][1]})" for x in limits)
+            if limits
+            else queue["walltime"]
+        )
+        mark = "*" if queue.get("auto", True) else " "
+        click.echo(
+            f"{mark} {qname:<15} {low:>5}-{high:<6} {limit:<24} {queue.get('purpose', '')}"
+        )
+
+
 def _job_options(f: _F) -> _F:
     options = [
         click.option(

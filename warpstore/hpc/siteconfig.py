@@ -86,6 +86,7 @@ _TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "request_gpus": ((bool,), "ask for gpus_per_node (--gpus-per-node, PBS ngpus)"),
     "python_env": ((str, type(None)), "auto, none, a venv path or conda:ENV for the job"),
     "early_signal": ((int,), "seconds before the walltime to send SIGTERM to the launcher"),
+    "min_walltime": ((str, int, type(None)), "shortest walltime the site's queues accept"),
 }
 _QUEUE: dict[str, tuple[tuple[type, ...], str]] = {
     "nodes": ((list,), "[min, max] nodes"),
@@ -208,6 +209,7 @@ _DEFAULTS: dict[str, Any] = {
     "request_gpus": True,
     "python_env": None,
     "early_signal": 120,
+    "min_walltime": None,
 }
 
 
@@ -263,6 +265,10 @@ def validate(data: Any, source: str, origins: dict[str, str] | None = None) -> S
     if data.get("nodes", 1) < 1:
         where = origins.get("nodes", f"{source}: key 'nodes'")
         raise SiteConfigError(f"{where}: must be at least 1, got {data['nodes']}")
+    if data.get("min_walltime") is not None:
+        data["min_walltime"] = validate_walltime(
+            data["min_walltime"], f"{source}: key 'min_walltime'"
+        )
     if data.get("early_signal", 0) < 0:
         raise SiteConfigError(f"{source}: key 'early_signal' must be 0 (off) or more seconds")
     if data.get("queue_key", "queue") not in ("queue", "qos"):
@@ -360,6 +366,12 @@ def choose_queue(site: SiteConfig) -> str | None:
     key = site.get("queue_key", "queue")
     queues: dict[str, Any] = site.get("queues", {})
     nodes, walltime = int(site["nodes"]), str(site["walltime"])
+    shortest = site.get("min_walltime")
+    if shortest and parse_walltime(walltime) < parse_walltime(shortest):
+        where = site.origins.get("walltime", f"{site.source}: key 'walltime'")
+        raise SiteConfigError(
+            f"{where}: {walltime} is shorter than site {site.name!r} accepts ({shortest})"
+        )
     wanted = site.get(key)
     if not queues:
         return str(wanted) if wanted else None
