@@ -464,3 +464,21 @@ def test_async_context_manager_and_awaitable() -> None:
         return entered, await Proxy(lambda: value())
 
     assert asyncio.run(main()) == ("in", 5)
+
+
+def test_proxy_attributes_of_the_original() -> None:
+    factory = CountingFactory([1])
+    p = Proxy(factory)
+    assert p.__proxy_factory__ is factory and p.__proxy_resolved__ is False
+    with pytest.raises(AttributeError):
+        p.__proxy_target__  # noqa: B018 - unresolved: no target yet
+    assert p.__proxy_wrapped__ == [1] and p.__proxy_target__ == [1]
+    del p.__proxy_wrapped__  # back to unresolved; the next use calls the factory again
+    assert not is_resolved(p)
+    before = CountingFactory.calls
+    assert p == [1] and CountingFactory.calls == before + 1
+    p.__proxy_wrapped__ = [2]
+    assert p == [2]
+    # a subclass written like the original's deletes the slot itself
+    object.__delattr__(p, "__proxy_target__")
+    assert not is_resolved(p) and p == [1]
