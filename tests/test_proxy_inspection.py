@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from warpstore.connectors.local import LocalConnector, LocalKey
-from warpstore.proxy import Proxy, ProxyLocker, extract, get_factory, is_resolved
+from warpstore.exceptions import ConnectorConnectionError, ProxyResolveError
+from warpstore.proxy import Proxy, ProxyLocker, extract, get_factory, is_resolved, resolve
 from warpstore.store import Store
 
 
@@ -29,9 +30,12 @@ class CountingConnector(LocalConnector):
     """A LocalConnector that counts the reads reaching it."""
 
     gets = 0
+    down = False
 
     def get(self, key: LocalKey) -> Any:
         type(self).gets += 1
+        if type(self).down:
+            raise ConnectorConnectionError("server at 127.0.0.1:1 timed out")
         return super().get(key)
 
     def get_batch(self, keys: Sequence[LocalKey]) -> list[Any]:
@@ -42,6 +46,7 @@ class CountingConnector(LocalConnector):
 @pytest.fixture
 def store(request: pytest.FixtureRequest) -> Iterator[Store[Any]]:
     CountingConnector.gets = 0
+    CountingConnector.down = False
     # no cache: every resolve must reach the connector, where it is counted
     with Store(f"inspect-{request.node.name}", CountingConnector(), cache_size=0) as s:
         yield s
@@ -160,3 +165,15 @@ def test_proxy_from_key_has_nothing_cached_and_resolves_to_answer(store: Store[A
     p = store.proxy_from_key(key)
     assert isinstance(p, np.ndarray)
     assert is_resolved(p) and CountingConnector.gets == 1
+
+
+def test_a_dead_server_costs_one_attempt_per_use(store: Store[Any]) -> None:
+    q = travelled(store, np.zeros(4))
+    CountingConnector.down = True
+    for use in (extract, resolve, lambda p: p.shape):
+        with pytest.raises(ProxyResolveError) as info:
+            use(q)
+        assert isinstance(info.value.cause, ConnectorConnectionError)
+    assert CountingConnector.gets == 3
+    CountingConnector.down = False
+    assert q.shape == (4,)  # retried once the server is back
