@@ -150,9 +150,7 @@ def store_rows(size_mib: int, repeat: int) -> list[tuple[str, dict[str, float], 
     rows: list[tuple[str, dict[str, float], str]] = []
     stores: dict[str, Any] = {"warpstore": Store("bench", LocalConnector(), cache_size=0)}
     if proxystore is not None:
-        stores["ProxyStore"] = PSStore(
-            "bench-ps", PSLocalConnector(), cache_size=0, register=True
-        )
+        stores["ProxyStore"] = PSStore("bench-ps", PSLocalConnector(), cache_size=0, register=True)
     small = np.arange(1024.0)
     keys = {name: s.put(small) for name, s in stores.items()}
 
@@ -163,7 +161,9 @@ def store_rows(size_mib: int, repeat: int) -> list[tuple[str, dict[str, float], 
         return lambda: ps_resolve(s.proxy_from_key(key))
 
     us = rotate({name: first_resolve(name) for name in stores}, 2000, repeat)
-    rows.append(("first resolve, LocalConnector, 8 KiB (us)", {k: v / 1e3 for k, v in us.items()}, ""))
+    rows.append(
+        ("first resolve, LocalConnector, 8 KiB (us)", {k: v / 1e3 for k, v in us.items()}, "")
+    )
     for s in stores.values():
         s.close()
 
