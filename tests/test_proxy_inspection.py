@@ -177,3 +177,16 @@ def test_a_dead_server_costs_one_attempt_per_use(store: Store[Any]) -> None:
     assert CountingConnector.gets == 3
     CountingConnector.down = False
     assert q.shape == (4,)  # retried once the server is back
+
+
+def test_evict_proxy_survives_inspection_until_first_use(store: Store[Any]) -> None:
+    # A workflow engine type-checks and re-pickles an evict=True proxy on the
+    # submit side and again on the worker; only the task's use may consume it.
+    q = pickle.loads(pickle.dumps(store.proxy(np.arange(3), evict=True)))
+    key = get_factory(q).key  # type: ignore[attr-defined]
+    assert isinstance(q, np.ndarray) and not isinstance(q, (list, tuple))
+    hop = cloudpickle.loads(cloudpickle.dumps(q))
+    assert isinstance(hop, np.ndarray)
+    assert store.exists(key) and CountingConnector.gets == 0
+    assert int(hop.sum()) == 3
+    assert not store.exists(key)

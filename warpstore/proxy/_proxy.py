@@ -302,7 +302,10 @@ class Proxy(Generic[T]):
                 except AttributeError:
                     target = _UNSET
                 if target is _UNSET:
-                    default = _default_class_get(self)
+                    try:
+                        default = _default_class_get(self)
+                    except AttributeError:  # made without __init__
+                        default = None
                     if default is not None:
                         return default
                     target = _resolve_slow(self)
