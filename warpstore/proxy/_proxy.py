@@ -271,6 +271,9 @@ class Proxy(Generic[T]):
         if not callable(factory):
             raise TypeError(f"Proxy factory must be callable, got {type(factory).__name__}")
         _factory_set(self, factory)
+        # Every slot is filled: reading an empty one raises AttributeError,
+        # which costs microseconds on CPython 3.11 (more than a resolve).
+        _pending_set(self, None)
         default_class: DefaultClassType = None
         default_hash: DefaultHashType = None
         if target is None:
