@@ -482,3 +482,21 @@ def test_proxy_attributes_of_the_original() -> None:
     # a subclass written like the original's deletes the slot itself
     object.__delattr__(p, "__proxy_target__")
     assert not is_resolved(p) and p == [1]
+
+
+def test_resolve_async_failure_then_retry_runs_the_factory_again() -> None:
+    attempts: list[str] = []
+
+    def flaky() -> str:
+        attempts.append(threading.current_thread().name)
+        if len(attempts) == 1:
+            raise ConnectionError("server down")
+        return "ok"
+
+    p = Proxy(flaky)
+    resolve_async(p)
+    with pytest.raises(ProxyResolveError) as info:
+        resolve(p)
+    assert isinstance(info.value.cause, ConnectionError)
+    assert p == "ok"  # the failed background fetch is not replayed: a fresh attempt
+    assert attempts == ["warpstore-resolve", "MainThread"]
