@@ -190,3 +190,34 @@ def test_evict_proxy_survives_inspection_until_first_use(store: Store[Any]) -> N
     assert store.exists(key) and CountingConnector.gets == 0
     assert int(hop.sum()) == 3
     assert not store.exists(key)
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+    def __init__(self) -> None:
+        self.a = 1
+
+
+class WithDict:
+    def __init__(self) -> None:
+        self.a = 1
+
+
+def test_probes_for_hooks_the_class_lacks_do_not_fetch(store: Store[Any]) -> None:
+    # Dask asks every argument for __dask_graph__/__dask_tokenize__; an array,
+    # a tuple or a slotted object cannot have them, and the cached class says so.
+    for obj in (np.arange(3), ("a", 1), Slotted()):
+        q = travelled(store, obj)
+        assert not hasattr(q, "__dask_graph__")
+        assert getattr(q, "__dask_tokenize__", None) is None
+        with pytest.raises(AttributeError, match="__cuda_array_interface__"):
+            q.__cuda_array_interface__  # noqa: B018
+        assert_not_fetched(q)
+    # a name the class has needs the value: that is a real use
+    q = travelled(store, Slotted())
+    assert q.a == 1 and CountingConnector.gets == 1
+    # instances with a __dict__ may carry anything: only the target can answer
+    w = travelled(store, WithDict())
+    assert not hasattr(w, "__dask_graph__")
+    assert is_resolved(w) and CountingConnector.gets == 1

@@ -164,6 +164,38 @@ def _own(proxy: Proxy[Any], name: str) -> Any:
     return value
 
 
+# Types whose attribute lookup is CPython's generic one (their slot wrapper
+# shows which type defined it; a class defining its own __getattribute__ has
+# a function there, or a wrapper of another type).
+_GENERIC_GETATTR = frozenset(
+    {object, int, float, complex, bool, str, bytes, bytearray, tuple, list, dict, set, frozenset}
+)
+
+
+def _refuse_absent(proxy: Proxy[Any], name: str) -> None:
+    """Raise AttributeError, without fetching, for a name the target cannot have.
+
+    Frameworks probe what they are handed (``hasattr(x, "__dask_graph__")``,
+    ``__dask_tokenize__``, ``__cuda_array_interface__``...). When the cached
+    class gives its instances no ``__dict__``, no ``__getattr__`` and the
+    standard attribute lookup (numpy arrays, tuples, str, slotted classes),
+    an instance has exactly the attributes its class has, so a name the class
+    lacks is answered "absent" here instead of by a transfer.
+    """
+    try:
+        cls = _default_class_get(proxy)
+    except AttributeError:
+        return
+    if (
+        cls is not None
+        and cls.__dictoffset__ == 0
+        and getattr(cls.__getattribute__, "__objclass__", None) in _GENERIC_GETATTR
+        and not hasattr(cls, "__getattr__")
+        and not hasattr(cls, name)
+    ):
+        raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
+
+
 def _importable(cls: type) -> bool:
     """Can ``pickle`` (not only cloudpickle) find ``cls`` by name?"""
     obj: Any = sys.modules.get(cls.__module__)
@@ -281,7 +313,7 @@ class Proxy(Generic[T]):
         else:
             _target_set(self, target)
             if cache_defaults:
-                default_class = type(target)
+                default_class = target.__class__
                 try:
                     default_hash = hash(target)
                 except TypeError as e:
@@ -319,6 +351,7 @@ class Proxy(Generic[T]):
         except AttributeError:
             target = _UNSET
         if target is _UNSET:
+            _refuse_absent(self, name)
             target = _resolve_slow(self)
         return getattr(target, name)
 
@@ -643,6 +676,7 @@ def _prepare_subclass(cls: type) -> None:
                 except AttributeError:
                     target = _UNSET
                 if target is _UNSET:
+                    _refuse_absent(self, name)
                     target = _resolve_slow(self)
             return getattr(target, name)
 
