@@ -221,3 +221,27 @@ def test_probes_for_hooks_the_class_lacks_do_not_fetch(store: Store[Any]) -> Non
     w = travelled(store, WithDict())
     assert not hasattr(w, "__dask_graph__")
     assert is_resolved(w) and CountingConnector.gets == 1
+
+
+def _inspect_in_worker(p: Any) -> tuple[bool, bool, bool, float]:
+    """What a framework's worker does before the task runs: type checks and probes."""
+    looks_right = isinstance(p, np.ndarray) and not isinstance(p, dict)
+    probed = hasattr(p, "__dask_graph__")
+    still_unresolved = not is_resolved(p)
+    return looks_right, probed, still_unresolved, float(np.sum(p))
+
+
+def test_a_process_pool_worker_inspects_without_fetching(tmp_path: Any) -> None:
+    import concurrent.futures
+    import multiprocessing as mp
+
+    from warpstore.connectors.file import FileConnector
+
+    with Store("inspect-pool", FileConnector(str(tmp_path / "objs"))) as s:
+        p = s.proxy(np.ones(1000))
+        ctx = mp.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            result = pool.submit(_inspect_in_worker, p).result(timeout=120)
+    looks_right, probed, unresolved, total = result
+    assert looks_right and not probed and unresolved  # nothing fetched before the task
+    assert total == 1000.0  # and the task itself gets the data
