@@ -29,13 +29,27 @@ class ProxyResolveError(WarpstoreError):
     def __init__(
         self,
         message: str,
+        cause: BaseException | None = None,
         *,
         store: str | None = None,
         key: Any = None,
     ) -> None:
         super().__init__(message)
+        self._cause = cause
         self.store = store
         self.key = key
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The error that stopped the factory (the original's attribute name).
+
+        Falls back to ``__cause__`` for errors raised ``from`` another one.
+        """
+        return self._cause if self._cause is not None else self.__cause__
+
+    @cause.setter
+    def cause(self, value: BaseException | None) -> None:
+        self._cause = value
 
 
 class ConnectorError(WarpstoreError):

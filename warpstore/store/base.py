@@ -240,10 +240,13 @@ class Store(Generic[KeyT]):
         return StoreFactory(key, self.config(), evict=evict)
 
     def _make_proxy(self, key: KeyT, obj: Any, evict: bool) -> Proxy[Any]:
-        proxy: Proxy[Any] = Proxy(self.factory(key, evict=evict))
+        # As the original: with populate_target the proxy starts resolved and
+        # carries the object's class and hash, so a copy unpickled elsewhere
+        # answers isinstance/hash/singledispatch without fetching.
+        factory = self.factory(key, evict=evict)
         if self.populate_target:
-            proxy.__wrapped__ = obj
-        return proxy
+            return Proxy(factory, cache_defaults=True, target=obj)
+        return Proxy(factory)
 
     def proxy(
         self,
