@@ -41,7 +41,7 @@ _KNOWN_CONNECTORS = (
     "warpstore.connectors.multi:MultiConnector",
     "warpstore.connectors.redis:RedisConnector",
     "warpstore.connectors.ucx:UCXConnector",
-    "warpstore.connectors.zmq:ZeroMQConnector",
+    "warpstore.connectors.zmq:ZMQConnector",
 )
 
 
