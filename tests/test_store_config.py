@@ -102,11 +102,11 @@ def test_bad_configs_name_the_problem(tmp_path: Path) -> None:
         ConnectorConfig(kind="nosuch").get_connector()
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [\n")
-    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ValueError, match=r"bad\.toml: not valid TOML"):
         StoreConfig.from_toml(bad)
     extra = tmp_path / "extra.toml"
     extra.write_text('name = "x"\ncolour = "red"\n[connector]\nkind = "local"\n')
-    with pytest.raises(ValueError, match="extra.toml: unknown store config field.*colour"):
+    with pytest.raises(ValueError, match=r"extra\.toml: unknown store config field.*colour"):
         StoreConfig.from_toml(extra)
     config = StoreConfig(name="l", connector=ConnectorConfig(kind="local"),
                          serializer=lambda o: b"")

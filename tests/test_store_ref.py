@@ -22,10 +22,10 @@ from warpstore.store import Store, unregister_store
 from warpstore.store.ref import (
     MutableBorrowError,
     OwnedProxy,
-    RefMutProxy,
-    RefProxy,
     ReferenceInvalidError,
     ReferenceNotOwnedError,
+    RefMutProxy,
+    RefProxy,
     borrow,
     clone,
     into_owned,

@@ -35,7 +35,13 @@ KeyT = TypeVar("KeyT")
 # Objects that are returned as they are, never proxied: a proxy of None or of
 # a bool cannot behave like it (``x is None`` and ``if x`` test the proxy).
 # The same two types as the original; numbers and strings are proxied.
+# Neither can be subclassed, so an exact type test suffices, and it never
+# resolves a proxy passed in (isinstance would ask the proxy's target).
 _NON_PROXIABLE_TYPES: tuple[type, ...] = (bool, type(None))
+
+
+def _nonproxiable(obj: Any) -> bool:
+    return type(obj) in _NON_PROXIABLE_TYPES
 
 _kwargs_cache: dict[tuple[type, str], tuple[frozenset[str], bool]] = {}
 _kwargs_lock = threading.Lock()
@@ -383,7 +389,7 @@ class Store(Generic[KeyT]):
                 ``skip_nonproxiable`` is false.
             ValueError: both ``evict=True`` and a ``lifetime``.
         """
-        if isinstance(obj, _NON_PROXIABLE_TYPES):
+        if _nonproxiable(obj):
             if skip_nonproxiable:
                 return obj  # type: ignore[return-value]
             raise NonProxiableTypeError(
@@ -412,7 +418,7 @@ class Store(Generic[KeyT]):
     ) -> list[Proxy[T]]:
         """Like :meth:`proxy` for many objects, with one batched put."""
         for obj in objs:
-            if isinstance(obj, _NON_PROXIABLE_TYPES):
+            if _nonproxiable(obj):
                 raise NonProxiableTypeError(
                     f"an object of type {type(obj).__name__} cannot be proxied"
                 )
@@ -457,7 +463,7 @@ class Store(Generic[KeyT]):
     ) -> ProxyLocker[T]:
         """A proxy wrapped in a :class:`~warpstore.proxy.ProxyLocker` (same options as
         :meth:`proxy`; a skipped non-proxiable object is returned as it is)."""
-        if isinstance(obj, _NON_PROXIABLE_TYPES) and skip_nonproxiable:
+        if _nonproxiable(obj) and skip_nonproxiable:
             return obj  # type: ignore[return-value]
         proxy = self.proxy(
             obj,
@@ -488,7 +494,7 @@ class Store(Generic[KeyT]):
         """
         from warpstore.store.ref import OwnedProxy
 
-        if isinstance(obj, _NON_PROXIABLE_TYPES):
+        if _nonproxiable(obj):
             if skip_nonproxiable:
                 return obj  # type: ignore[return-value]
             raise NonProxiableTypeError(
@@ -497,7 +503,7 @@ class Store(Generic[KeyT]):
             )
         self._ensure_registered()
         key = self._put("owned_proxy", obj, serializer, kwargs)
-        owned: OwnedProxy[T] = self._make_proxy(  # type: ignore[assignment]
+        owned: OwnedProxy[T] = self._make_proxy(
             key,
             obj,
             deserializer=deserializer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from warpstore.exceptions import StoreExistsError
 
@@ -73,14 +73,13 @@ def get_store(val: str | Proxy[Any]) -> Store[Any] | None:
     """
     from warpstore.proxy import Proxy, get_factory
 
-    if isinstance(val, str):
-        with _lock:
-            return _stores.get(val)
+    # The Proxy test comes first, by type(): isinstance(proxy, str) would
+    # resolve the proxy (a proxy of a str claims to be a str).
     if issubclass(type(val), Proxy):
         from warpstore.store.exceptions import ProxyStoreFactoryError
         from warpstore.store.factory import StoreFactory
 
-        factory = get_factory(val)
+        factory = get_factory(cast("Proxy[Any]", val))
         if isinstance(factory, StoreFactory):
             store: Store[Any] = factory.get_store()
             return store
@@ -88,6 +87,9 @@ def get_store(val: str | Proxy[Any]) -> Store[Any] | None:
             f"the proxy's factory is a {type(factory).__name__}, not a StoreFactory: "
             "it was not made by a store"
         )
+    if isinstance(val, str):
+        with _lock:
+            return _stores.get(val)
     raise TypeError(f"get_store() takes a store name or a proxy, not {type(val).__name__}")
 
 
