@@ -282,3 +282,42 @@ def test_owned_proxies_are_released_by_gc_in_bulk(store: Store[Any]) -> None:
     del p
     gc.collect()
     assert not any(store.exists(k) for k in keys)
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+def _point_out(p: Point) -> bytes:
+    return f"{p.x},{p.y}".encode()
+
+
+def _point_in(data: memoryview) -> Point:
+    x, y = bytes(data).decode().split(",")
+    return Point(int(x), int(y))
+
+
+def test_user_registered_serializer(store: Store[Any]) -> None:
+    from warpstore.exceptions import SerializationError
+    from warpstore.serialize import (
+        deserialize,
+        register_serializer,
+        serialize,
+        unregister_serializer,
+    )
+
+    register_serializer("test.point", Point, _point_out, _point_in)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_serializer("test.point", Point, _point_out, _point_in)
+        data = serialize(Point(3, 4))
+        assert b"3,4" in bytes(data) and b"test.point" in bytes(data)
+        back = store.get(store.put(Point(1, 2)))
+        assert (back.x, back.y) == (1, 2)
+        p = pickle.loads(pickle.dumps(store.proxy(Point(5, 6))))
+        assert p.x == 5
+    finally:
+        unregister_serializer("test.point")
+    with pytest.raises(SerializationError, match=r"'test\.point', which is not registered"):
+        deserialize(data)
