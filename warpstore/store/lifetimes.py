@@ -69,16 +69,24 @@ class ContextLifetime:
     def done(self) -> bool:
         return self._done
 
-    def close(self) -> None:
+    def close(self, *, close_stores: bool = False) -> None:
+        """Evict every attached object; with ``close_stores``, then close the stores too."""
         with self._lock:
             if self._done:
                 return
             self._done = True
             keys, self._keys = self._keys, []
+        stores: dict[int, Store[Any]] = {}
         for store, key in keys:
             target = store if store is not None else self.store
             if target is not None:
                 target.evict(key)
+                stores[id(target)] = target
+        if close_stores:
+            if self.store is not None:
+                stores[id(self.store)] = self.store
+            for target in stores.values():
+                target.close()
 
 
 class LeaseLifetime(ContextLifetime):
@@ -106,10 +114,10 @@ class LeaseLifetime(ContextLifetime):
         """Push the end of the lease ``seconds`` further away."""
         self._deadline += seconds
 
-    def close(self) -> None:
+    def close(self, *, close_stores: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        super().close()
+        super().close(close_stores=close_stores)
 
 
 class StaticLifetime(ContextLifetime):
