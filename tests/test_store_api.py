@@ -321,3 +321,45 @@ def test_user_registered_serializer(store: Store[Any]) -> None:
         unregister_serializer("test.point")
     with pytest.raises(SerializationError, match=r"'test\.point', which is not registered"):
         deserialize(data)
+
+
+def test_globus_endpoint_names_of_the_original(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import re
+
+    import warpstore.connectors.globus_adapter as adapter
+    from tests import globus_double
+    from warpstore.connectors.globus import GlobusConnector, GlobusEndpoint, GlobusEndpoints
+
+    a = GlobusEndpoint("coll-a", "/~/a", str(tmp_path / "a"), host_regex=re.compile("^a-"))
+    b = GlobusEndpoint(uuid="coll-b", endpoint_path="/~/b", local_path=str(tmp_path / "b"),
+                       host_regex=r"^b-host$")
+    assert a.host_regex == "^a-" and GlobusEndpoint("u", "/p", None, host_pattern="x").host_regex
+    endpoints = GlobusEndpoints([a, b])
+    assert len(endpoints) == 2 and endpoints["coll-b"] == b and list(endpoints) == [a, b]
+    assert endpoints.get_by_host("a-node1") == a
+    with pytest.raises(ValueError, match="matches no"):
+        endpoints.get_by_host("c-host")
+    with pytest.raises(KeyError):
+        endpoints["nope"]
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps(endpoints.dict()))
+    assert list(GlobusEndpoints.from_json(path)) == [a, b]
+    with pytest.raises(ValueError, match="twice"):
+        GlobusEndpoints([a, a])
+
+    monkeypatch.setattr(adapter, "ADAPTER_FACTORY", globus_double.GlobusDouble)
+    globus_double.reset()
+    try:
+        for name in ("a", "b"):
+            globus_double.register_collection(f"coll-{name}", f"/~/{name}", tmp_path / name)
+        monkeypatch.setattr("socket.gethostname", lambda: "a-login")
+        for given in (endpoints, endpoints.dict()):
+            with GlobusConnector(given, polling_interval=0.02, timeout=10) as c:
+                key = c.put(b"x")
+                assert c.get(key) == b"x"
+            assert not (tmp_path / "a" / key.filename).exists()  # clear=True by default
+    finally:
+        globus_double.reset()
