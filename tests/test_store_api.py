@@ -363,3 +363,19 @@ def test_globus_endpoint_names_of_the_original(
             assert not (tmp_path / "a" / key.filename).exists()  # clear=True by default
     finally:
         globus_double.reset()
+
+
+def test_register_lifetime_atexit(store: Store[Any]) -> None:
+    import atexit
+
+    from warpstore.store.lifetimes import register_lifetime_atexit
+
+    lt = ContextLifetime(store)
+    key = get_key(store.proxy("x", lifetime=lt))
+    callback = register_lifetime_atexit(lt, close_stores=False)
+    try:
+        callback()  # what the interpreter runs at exit
+        assert lt.done() and not store.exists(key)
+    finally:
+        atexit.unregister(callback)
+    assert store.cache.exists(key) is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,13 @@ from warpstore.proxy import Proxy, get_factory
 if TYPE_CHECKING:
     from warpstore.store.base import Store
 
-__all__ = ["ContextLifetime", "LeaseLifetime", "Lifetime", "StaticLifetime"]
+__all__ = [
+    "ContextLifetime",
+    "LeaseLifetime",
+    "Lifetime",
+    "StaticLifetime",
+    "register_lifetime_atexit",
+]
 
 
 class ContextLifetime:
@@ -141,6 +148,21 @@ class StaticLifetime(ContextLifetime):
 
     def __init__(self) -> None:  # state is set once, in __new__
         pass
+
+
+def register_lifetime_atexit(
+    lifetime: ContextLifetime, close_stores: bool = True
+) -> Callable[[], None]:
+    """Close ``lifetime`` (and, with ``close_stores``, its stores) when the process exits.
+
+    Returns the registered callback, for ``atexit.unregister``.
+    """
+
+    def callback() -> None:
+        lifetime.close(close_stores=close_stores)
+
+    atexit.register(callback)
+    return callback
 
 
 Lifetime = ContextLifetime
