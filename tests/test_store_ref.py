@@ -217,3 +217,35 @@ def test_owned_proxy_of_none_is_refused_or_skipped(store: Store[Any]) -> None:
         store.owned_proxy(None)
     assert store.owned_proxy(True, skip_nonproxiable=True) is True
     assert isinstance(store.owned_proxy(1), Proxy)
+
+
+def test_owner_outliving_its_closed_store_does_not_rebuild_it(tmp_path: Path) -> None:
+    from warpstore.store import get_store
+
+    store: Store[Any] = Store("ref-closed", FileConnector(tmp_path / "objs"))
+    owned = store.owned_proxy("late")
+    store.close()
+    assert not (tmp_path / "objs").exists()
+    del owned
+    gc.collect()
+    assert not (tmp_path / "objs").exists()  # not recreated by a rebuilt store
+    assert get_store("ref-closed") is None
+    # a new store of the same name is used normally again
+    with Store("ref-closed", FileConnector(tmp_path / "objs2"), register=True) as again:
+        o = again.owned_proxy("x")
+        key = get_key(o)
+        del o
+        gc.collect()
+        assert not again.exists(key)
+
+
+def test_explicit_registration_replaces_an_implicit_one() -> None:
+    from warpstore.store import get_store, register_store
+
+    first: Store[Any] = Store("ref-implicit", LocalConnector())
+    first.proxy("registers first implicitly")
+    second: Store[Any] = Store("ref-implicit", LocalConnector())
+    register_store(second)
+    assert get_store("ref-implicit") is second
+    second.close()
+    first.close()

@@ -185,10 +185,11 @@ class Store(Generic[KeyT]):
     def close(self, *args: Any, **kwargs: Any) -> None:
         """Close the connector (arguments are passed on to it) and unregister."""
         if self._registered:
-            from warpstore.store.registry import get_store
+            from warpstore.store.registry import _mark_closed, get_store
 
             if get_store(self.name) is self:
                 unregister_store(self)
+                _mark_closed(self)
             self._registered = False
         if not self._closed:
             self._closed = True

@@ -174,6 +174,20 @@ class BaseRefProxy(Proxy[T]):
         return cls(factory)
 
 
+def _evict(state: _RefFactory[Any]) -> None:
+    """Evict an owned object, unless its store was closed in this process.
+
+    Closing a store ends its objects' lives (a FileConnector removes its
+    directory); rebuilding the store only to evict would bring back what
+    close() removed. Elsewhere (a worker) the store is found or rebuilt.
+    """
+    from warpstore.store.registry import store_closed_here
+
+    if store_closed_here(state.store_name):
+        return
+    state.get_store().evict(state.key)
+
+
 class _AtExit:
     """Evicts an owned object still alive when the process exits."""
 
@@ -187,7 +201,7 @@ class _AtExit:
         if state.valid:
             state.valid = False
             try:
-                state.get_store().evict(state.key)
+                _evict(state)
             except Exception as e:  # at exit: report, never raise
                 logger.warning("could not evict owned key %r at exit: %s", state.key, e)
 
@@ -220,7 +234,7 @@ class OwnedProxy(BaseRefProxy[T]):
                 f"{state.ref_count} RefProxy and {state.ref_mut_count} RefMutProxy still exist"
             )
         state.valid = False
-        state.get_store().evict(state.key)
+        _evict(state)
 
 
 class RefProxy(BaseRefProxy[T]):
