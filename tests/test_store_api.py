@@ -379,3 +379,11 @@ def test_register_lifetime_atexit(store: Store[Any]) -> None:
     finally:
         atexit.unregister(callback)
     assert store.cache.exists(key) is False
+
+
+def test_proxying_a_proxy_does_not_resolve_it(store: Store[Any]) -> None:
+    inner = pickle.loads(pickle.dumps(store.proxy([1, 2, 3])))
+    CountingConnector.gets = 0
+    outer = store.proxy(inner, populate_target=False)
+    assert not is_resolved(inner) and CountingConnector.gets == 0
+    assert outer == [1, 2, 3]  # outer -> the inner proxy -> the list

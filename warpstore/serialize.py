@@ -272,6 +272,11 @@ def serialize(obj: Any) -> bytearray | memoryview:
         SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
             the message names its type.
     """
+    proxy_module = sys.modules.get("warpstore.proxy")
+    if proxy_module is not None and issubclass(type(obj), proxy_module.Proxy):
+        # A proxy is stored as its factory (pickle calls its __reduce__). Any
+        # isinstance() below would ask the proxy's target, i.e. fetch it.
+        return _serialize_pickle(obj)
     if _user_serializers:
         for user in _user_serializers.values():
             if isinstance(obj, user.types):
