@@ -249,3 +249,17 @@ def test_explicit_registration_replaces_an_implicit_one() -> None:
     assert get_store("ref-implicit") is second
     second.close()
     first.close()
+
+
+def test_pickling_an_unresolved_owner_does_not_fetch(store: Store[Any]) -> None:
+    owned = store.owned_proxy("cold", populate_target=False)
+    gets: list[Any] = []
+    real_get = store.connector.get
+    store.connector.get = lambda k: gets.append(k) or real_get(k)  # type: ignore[method-assign]
+    blob = pickle.dumps(owned)
+    assert gets == [] and not is_resolved(owned)
+    with pytest.raises(ReferenceInvalidError):
+        len(owned)
+    assert gets == []
+    moved = pickle.loads(blob)
+    assert moved == "cold"

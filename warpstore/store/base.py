@@ -43,6 +43,9 @@ _NON_PROXIABLE_TYPES: tuple[type, ...] = (bool, type(None))
 def _nonproxiable(obj: Any) -> bool:
     return type(obj) in _NON_PROXIABLE_TYPES
 
+# Whether this Proxy takes the original's ``cache_defaults=``/``target=``.
+_PROXY_CACHES_DEFAULTS = "target" in inspect.signature(Proxy.__init__).parameters
+
 _kwargs_cache: dict[tuple[type, str], tuple[frozenset[str], bool]] = {}
 _kwargs_lock = threading.Lock()
 
@@ -346,9 +349,16 @@ class Store(Generic[KeyT]):
         populate_target: bool | None = None,
         proxy_type: type[Proxy[Any]] = Proxy,
     ) -> Proxy[Any]:
-        proxy: Proxy[Any] = proxy_type(self.factory(key, evict=evict, deserializer=deserializer))
-        if self.populate_target if populate_target is None else populate_target:
-            proxy.__wrapped__ = obj
+        factory = self.factory(key, evict=evict, deserializer=deserializer)
+        if not (self.populate_target if populate_target is None else populate_target):
+            return proxy_type(factory)
+        if _PROXY_CACHES_DEFAULTS:
+            # As the original: the proxy starts resolved and carries the
+            # object's class and hash, so a copy unpickled elsewhere answers
+            # isinstance/hash without fetching.
+            return proxy_type(factory, cache_defaults=True, target=obj)  # type: ignore[call-arg,unused-ignore]
+        proxy: Proxy[Any] = proxy_type(factory)
+        proxy.__wrapped__ = obj
         return proxy
 
     @staticmethod

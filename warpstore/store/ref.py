@@ -21,7 +21,6 @@ factory they resolve with, so inspecting it never resolves the proxy.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -129,8 +128,15 @@ def _invalidate(proxy: Proxy[Any]) -> None:
     _state(proxy).valid = False
     # Drop the local target so that any later use goes through the factory
     # (which refuses), even if this reference was already resolved.
-    with contextlib.suppress(Exception):
-        del proxy.__wrapped__
+    if not is_resolved(proxy):
+        return  # nothing local to drop (and deleting would resolve it)
+    for name in ("__proxy_wrapped__", "__wrapped__"):
+        try:
+            delattr(proxy, name)
+        except Exception:  # this Proxy does not let that name be deleted: try the next
+            continue
+        if not is_resolved(proxy):
+            break
 
 
 def _is(proxy: Any, cls: type) -> bool:
