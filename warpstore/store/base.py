@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from warpstore.connectors.protocols import Connector, connector_path
 from warpstore.proxy import Proxy, ProxyLocker
@@ -514,14 +514,14 @@ class Store(Generic[KeyT]):
             )
         self._ensure_registered()
         key = self._put("owned_proxy", obj, serializer, kwargs)
-        owned: OwnedProxy[T] = self._make_proxy(
+        owned = self._make_proxy(
             key,
             obj,
             deserializer=deserializer,
             populate_target=populate_target,
             proxy_type=OwnedProxy,
         )
-        return owned
+        return cast("OwnedProxy[T]", owned)
 
     def future(
         self,
