@@ -141,3 +141,12 @@ def test_legacy_dict_config_still_builds(tmp_path: Path) -> None:
     assert store.cache.maxsize == 4
     store.close()
     unregister_store("cfg-legacy")
+
+
+def test_pydantic_style_helpers() -> None:
+    config = StoreConfig.model_validate({"name": "m", "connector": {"kind": "local"}})
+    assert isinstance(config.connector, ConnectorConfig)
+    renamed = config.model_copy(update={"name": "n"})
+    assert renamed.name == "n" and config.name == "m" and renamed.connector == config.connector
+    with pytest.raises(ValueError, match="unknown store config field"):
+        StoreConfig.model_validate({"name": "m", "connector": {"kind": "local"}, "x": 1})

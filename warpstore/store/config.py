@@ -106,6 +106,10 @@ class _MappingMixin(Mapping[str, Any]):
             k: v.model_dump() if isinstance(v, _MappingMixin) else v for k, v in self.items()
         }
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Any:
+        """A copy with some fields replaced (the original's pydantic ``model_copy``)."""
+        return dataclasses.replace(self, **dict(update or {}))  # type: ignore[type-var]
+
     __hash__ = None  # type: ignore[assignment]  # mutable mapping contents (dict options)
 
 
@@ -172,6 +176,11 @@ class StoreConfig(_MappingMixin):
             self.connector = ConnectorConfig(**self.connector)
         self.serializer = _callable(self.serializer, "serializer")
         self.deserializer = _callable(self.deserializer, "deserializer")
+
+    @classmethod
+    def model_validate(cls, data: Mapping[str, Any]) -> StoreConfig:
+        """The original's pydantic constructor from a dict: see :meth:`from_mapping`."""
+        return cls.from_mapping(data)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> StoreConfig:
