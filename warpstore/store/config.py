@@ -22,11 +22,6 @@ from typing import Any
 from warpstore.connectors.protocols import Connector
 from warpstore.store.types import DeserializerT, SerializerT
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - 3.10
-    import tomli as tomllib
-
 __all__ = ["ConnectorConfig", "StoreConfig"]
 
 # Short names accepted for ``ConnectorConfig.kind`` (the original's shortcuts:
@@ -43,6 +38,21 @@ _KNOWN_CONNECTORS = (
     "warpstore.connectors.ucx:UCXConnector",
     "warpstore.connectors.zmq:ZMQConnector",
 )
+
+
+def _tomllib() -> Any:
+    """tomllib (3.11+), or tomli on 3.10 (not a dependency: only reading TOML needs it)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    try:  # pragma: no cover - 3.10
+        import tomli
+    except ImportError as e:  # pragma: no cover - 3.10
+        raise ImportError(
+            "reading TOML on Python 3.10 needs the tomli package: pip install tomli"
+        ) from e
+    return tomli  # pragma: no cover - 3.10
 
 
 def _import_path(path: str) -> Any:
@@ -209,10 +219,11 @@ class StoreConfig(_MappingMixin):
     @classmethod
     def from_toml(cls, filepath: str | os.PathLike[str]) -> StoreConfig:
         """Read a config written by :meth:`write_toml` (or by hand)."""
+        toml = _tomllib()
         with open(filepath, "rb") as f:
             try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
+                data = toml.load(f)
+            except toml.TOMLDecodeError as e:
                 raise ValueError(f"{os.fspath(filepath)}: not valid TOML: {e}") from e
         try:
             return cls.from_mapping(data)
