@@ -160,7 +160,9 @@ def test_registry() -> None:
         assert get_store("reg-test") is s
         with pytest.raises(StoreExistsError):
             Store("reg-test", LocalConnector(), register=True)
-        register_store(s)  # same store again is fine
+        with pytest.raises(StoreExistsError):
+            register_store(s)  # the same store twice raises too, as in the original
+        register_store(s, exist_ok=True)
     finally:
         s.close()
     assert get_store("reg-test") is None
