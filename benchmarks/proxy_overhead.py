@@ -1,11 +1,14 @@
-"""Proxy and serialization overheads, printed as a table.
+"""Proxy and serialization overheads, side by side with the peers, as a table.
 
     python benchmarks/proxy_overhead.py [--size-mib 100] [--repeat 7]
 
-Compares, in one run: a resolved warpstore proxy's attribute access against
-the bare object and against lazy-object-proxy's own C proxy; and warpstore's
-numpy serialize+deserialize against pickle protocol 5 with in-band buffers.
-Timings are medians.
+Peers, measured in the same run: the bare object (the floor), the
+``lazy_object_proxy`` C proxy, and the original ProxyStore 1.1 proxy and
+store (``pip install proxystore==1.1.0``: a benchmark-only comparison, never
+a dependency of ours; its column is skipped with a message when it is not
+installed). Per-operation rows run the candidates in rotation, ``--repeat``
+rounds, and print medians, so that load on a shared machine hits every column
+alike.
 """
 
 from __future__ import annotations
@@ -20,23 +23,49 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-import lazy_object_proxy
 import numpy as np
 
+from warpstore.connectors.file import FileConnector
 from warpstore.connectors.local import LocalConnector
-from warpstore.proxy import Proxy, resolve
+from warpstore.proxy import Proxy, is_resolved, resolve
 from warpstore.serialize import deserialize, serialize
 from warpstore.store import Store
+
+try:
+    import lazy_object_proxy
+except ImportError:  # pragma: no cover - a runtime dependency today
+    lazy_object_proxy = None
+
+try:
+    import proxystore
+    import proxystore.serialize as ps_serialize
+    from proxystore.connectors.file import FileConnector as PSFileConnector
+    from proxystore.connectors.local import LocalConnector as PSLocalConnector
+    from proxystore.proxy import Proxy as PSProxy
+    from proxystore.proxy import is_resolved as ps_is_resolved
+    from proxystore.proxy import resolve as ps_resolve
+    from proxystore.store import Store as PSStore
+except ImportError:
+    proxystore = None
+
+COLUMNS = ["bare", "lazy-object-proxy", "ProxyStore", "warpstore"]
 
 
 class Obj:
     def __init__(self) -> None:
         self.value = 1
 
+    def method(self) -> int:
+        return self.value
 
-def per_call_ns(stmt: Callable[[], Any], number: int, repeat: int) -> float:
-    runs = timeit.repeat(stmt, number=number, repeat=repeat)
-    return statistics.median(runs) / number * 1e9
+
+def rotate(stmts: dict[str, Callable[[], Any]], number: int, repeat: int) -> dict[str, float]:
+    """Median ns per call of each statement, timed in turn ``repeat`` times."""
+    runs: dict[str, list[float]] = {name: [] for name in stmts}
+    for _ in range(repeat):
+        for name, stmt in stmts.items():
+            runs[name].append(timeit.timeit(stmt, number=number) / number * 1e9)
+    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def median_s(fn: Callable[[], Any], repeat: int) -> float:
@@ -48,86 +77,163 @@ def median_s(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+def proxies(make: Callable[[], Any]) -> dict[str, Any]:
+    """A resolved proxy of ``make()`` per proxy implementation present."""
+    out: dict[str, Any] = {}
+    if lazy_object_proxy is not None:
+        lop = lazy_object_proxy.Proxy(make)
+        lop.__wrapped__  # noqa: B018
+        out["lazy-object-proxy"] = lop
+    if proxystore is not None:
+        ps = PSProxy(make)
+        ps_resolve(ps)
+        out["ProxyStore"] = ps
+    ours = Proxy(make)
+    resolve(ours)
+    out["warpstore"] = ours
+    return out
+
+
+def op_rows(number: int, repeat: int) -> list[tuple[str, dict[str, float]]]:
+    obj = Obj()
+    rows: list[tuple[str, dict[str, float]]] = []
+
+    p = proxies(lambda: obj)
+    stmts = {"bare": lambda: obj.value} | {k: (lambda v=v: v.value) for k, v in p.items()}
+    rows.append(("attribute access (resolved)", rotate(stmts, number, repeat)))
+
+    stmts = {"bare": lambda: obj.method()} | {k: (lambda v=v: v.method()) for k, v in p.items()}
+    rows.append(("method call (resolved)", rotate(stmts, number, repeat)))
+
+    n = 12
+    q = proxies(lambda: 12)
+    stmts = {"bare": lambda: n + 1} | {k: (lambda v=v: v + 1) for k, v in q.items()}
+    rows.append(("arithmetic p + 1 (resolved)", rotate(stmts, number, repeat)))
+
+    lst = [1, 2, 3]
+    r = proxies(lambda: lst)
+    stmts = {"bare": lambda: lst[1]} | {k: (lambda v=v: v[1]) for k, v in r.items()}
+    rows.append(("item access p[1] (resolved)", rotate(stmts, number, repeat)))
+
+    # unresolved proxies that carry the target's class and hash (what a
+    # consumer receives): isinstance and hash answer without resolving
+    unresolved: dict[str, Any] = {"bare": "text"}
+    if proxystore is not None:
+        unresolved["ProxyStore"] = pickle.loads(
+            pickle.dumps(PSProxy(_text, cache_defaults=True, target="text"))
+        )
+    try:
+        unresolved["warpstore"] = pickle.loads(
+            pickle.dumps(Proxy(_text, cache_defaults=True, target="text"))
+        )
+    except TypeError:  # a warpstore from before cache_defaults: it would time a resolve
+        print("this warpstore has no cache_defaults: its isinstance/hash rows are empty")
+    stmts = {k: (lambda v=v: isinstance(v, str)) for k, v in unresolved.items()}
+    rows.append(("isinstance (unresolved, cached class)", rotate(stmts, number, repeat)))
+    stmts = {k: (lambda v=v: hash(v)) for k, v in unresolved.items()}
+    rows.append(("hash (unresolved, cached hash)", rotate(stmts, number, repeat)))
+    for name, v in unresolved.items():
+        if name != "bare" and (is_resolved if name == "warpstore" else ps_is_resolved)(v):
+            raise SystemExit(f"{name}: isinstance/hash resolved the proxy")
+
+    factory = _text
+    stmts = {"warpstore": lambda: Proxy(factory)}
+    if lazy_object_proxy is not None:
+        stmts["lazy-object-proxy"] = lambda: lazy_object_proxy.Proxy(factory)
+    if proxystore is not None:
+        stmts["ProxyStore"] = lambda: PSProxy(factory)
+    rows.append(("proxy creation", rotate(stmts, number // 4, repeat)))
+    return rows
+
+
+def _text() -> str:
+    return "text"
+
+
+def store_rows(size_mib: int, repeat: int) -> list[tuple[str, dict[str, float], str]]:
+    rows: list[tuple[str, dict[str, float], str]] = []
+    stores: dict[str, Any] = {"warpstore": Store("bench", LocalConnector(), cache_size=0)}
+    if proxystore is not None:
+        stores["ProxyStore"] = PSStore("bench-ps", PSLocalConnector(), cache_size=0, register=True)
+    small = np.arange(1024.0)
+    keys = {name: s.put(small) for name, s in stores.items()}
+
+    def first_resolve(name: str) -> Callable[[], None]:
+        s, key = stores[name], keys[name]
+        if name == "warpstore":
+            return lambda: resolve(s.proxy_from_key(key))
+        return lambda: ps_resolve(s.proxy_from_key(key))
+
+    us = rotate({name: first_resolve(name) for name in stores}, 2000, repeat)
+    rows.append(
+        ("first resolve, LocalConnector, 8 KiB (us)", {k: v / 1e3 for k, v in us.items()}, "")
+    )
+    for s in stores.values():
+        s.close()
+
+    array = np.random.default_rng(0).random(size_mib * 1024 * 1024 // 8)
+    sizes: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with Store("bench-file", FileConnector(tmp + "/ws")) as fstore:
+            sizes["warpstore"] = len(pickle.dumps(fstore.proxy(array)))
+        if proxystore is not None:
+            with PSStore("bench-file-ps", PSFileConnector(tmp + "/ps")) as pstore:
+                sizes["ProxyStore"] = len(pickle.dumps(pstore.proxy(array)))
+    rows.append((f"pickled proxy of a {size_mib} MiB array (B)", sizes, ""))
+
+    mib = array.nbytes / 2**20
+    ms = {"bare": median_s(lambda: pickle.loads(pickle.dumps(array, protocol=5)), repeat)}
+    if proxystore is not None:
+        ms["ProxyStore"] = median_s(
+            lambda: ps_serialize.deserialize(ps_serialize.serialize(array)), repeat
+        )
+    ms["warpstore"] = median_s(lambda: deserialize(serialize(array)), repeat)
+    rows.append(
+        (
+            f"serialize+deserialize {size_mib} MiB (ms)",
+            {k: v * 1e3 for k, v in ms.items()},
+            f"bare = pickle 5 in-band; warpstore {mib / ms['warpstore']:.0f} MiB/s",
+        )
+    )
+    return rows
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--number", type=int, default=100_000, help="calls per timing")
     args = parser.parse_args()
-    rows: list[tuple[str, str, str]] = []
 
-    obj = Obj()
-    ours = Proxy(lambda: obj)
-    resolve(ours)
-    theirs = lazy_object_proxy.Proxy(lambda: obj)
-    theirs.__wrapped__  # noqa: B018
-    bare_ns = per_call_ns(lambda: obj.value, 200_000, args.repeat)
-    ours_ns = per_call_ns(lambda: ours.value, 200_000, args.repeat)
-    theirs_ns = per_call_ns(lambda: theirs.value, 200_000, args.repeat)
-    rows += [
-        ("attribute access, bare object", f"{bare_ns:.0f} ns", ""),
-        ("attribute access, lazy-object-proxy", f"{theirs_ns:.0f} ns", ""),
-        (
-            "attribute access, warpstore Proxy",
-            f"{ours_ns:.0f} ns",
-            f"{ours_ns / theirs_ns:.2f}x lazy-object-proxy (goal <= 1.5x)",
-        ),
-    ]
+    versions = f"python {sys.version.split()[0]}, numpy {np.__version__}"
+    if proxystore is None:
+        print("ProxyStore is not installed (pip install proxystore==1.1.0): its column is empty")
+    else:
+        versions += f", proxystore {proxystore.__version__}"
+    if lazy_object_proxy is not None:
+        versions += f", lazy-object-proxy {lazy_object_proxy.__version__}"
 
-    factory = lambda: obj  # noqa: E731
-    rows.append(
-        ("proxy creation", f"{per_call_ns(lambda: Proxy(factory), 50_000, args.repeat):.0f} ns", "")
-    )
-
-    with Store("bench", LocalConnector(), cache_size=0) as store:
-        key = store.put(np.arange(1024.0))
-
-        def first_resolve() -> None:
-            resolve(store.proxy_from_key(key))
-
-        rows.append(
-            (
-                "first resolve, LocalConnector, 8 KiB array",
-                f"{per_call_ns(first_resolve, 2000, args.repeat) / 1e3:.1f} us",
-                "",
-            )
-        )
-
-    size = args.size_mib * 1024 * 1024
-    array = np.random.default_rng(0).random(size // 8)
-    with tempfile.TemporaryDirectory() as tmp:
-        from warpstore.connectors.file import FileConnector
-
-        with Store("bench-file", FileConnector(tmp)) as fstore:
-            p = fstore.proxy(array)
-            rows.append(
-                (f"pickled proxy of a {args.size_mib} MiB array", f"{len(pickle.dumps(p))} B", "")
-            )
-
-    ws = median_s(lambda: deserialize(serialize(array)), args.repeat)
-    pk = median_s(lambda: pickle.loads(pickle.dumps(array, protocol=5)), args.repeat)
-    mib = size / 2**20
-    rows += [
-        (
-            f"serialize+deserialize {args.size_mib} MiB, pickle 5 in-band",
-            f"{pk * 1e3:.1f} ms",
-            f"{mib / pk:.0f} MiB/s",
-        ),
-        (
-            f"serialize+deserialize {args.size_mib} MiB, warpstore",
-            f"{ws * 1e3:.1f} ms",
-            f"{mib / ws:.0f} MiB/s, {pk / ws:.1f}x pickle (goal >= 2x)",
-        ),
-    ]
+    rows = [(name, vals, "") for name, vals in op_rows(args.number, args.repeat)]
+    rows += store_rows(args.size_mib, args.repeat)
 
     width = max(len(r[0]) for r in rows)
-    print(
-        f"warpstore proxy overhead (python {sys.version.split()[0]}, numpy {np.__version__}, "
-        f"medians of {args.repeat})"
-    )
-    print(f"{'measure':<{width}}  {'value':>12}  note")
-    print("-" * (width + 50))
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>12}  {note}")
+    print(f"warpstore proxy overhead ({versions}; medians of {args.repeat}; ns unless noted)")
+    head = f"{'measure':<{width}}" + "".join(f"  {c:>17}" for c in COLUMNS)
+    print(head + "  warpstore/ProxyStore")
+    print("-" * (len(head) + 22))
+    for name, vals, note in rows:
+        line = f"{name:<{width}}" + "".join(f"  {fmt(vals.get(c)):>17}" for c in COLUMNS)
+        if "ProxyStore" in vals and "warpstore" in vals:
+            line += f"  {vals['warpstore'] / vals['ProxyStore']:.2f}x"
+        if note:
+            line += f"  ({note})"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from warpstore.hpc.environment import detect_environment, expand_hostlist, local
 from warpstore.hpc.render import render_job_script
 from warpstore.hpc.scheduler import SchedulerError, job_state, submit
 from warpstore.hpc.siteconfig import SiteConfigError, list_sites, load_site
+from warpstore.hpc.walltime import format_walltime, parse_walltime
 
 SITES = ["aurora", "frontier", "generic-pbs", "generic-slurm", "local", "perlmutter", "polaris"]
 
@@ -147,25 +149,56 @@ def test_wrong_type_names_key_and_type(tmp_path: Path) -> None:
     assert "'nodes'" in str(e.value) and "int" in str(e.value) and "four" in str(e.value)
 
 
-@pytest.mark.parametrize("walltime", ["1:00", "01:60:00", "1h", "00:30"])
-def test_bad_walltime(tmp_path: Path, walltime: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90 * 60), (90, 90 * 60), ("30:00", 30 * 60), ("01:30:00", 5400),
+        ("48:00:00", 48 * 3600), ("1-00:00:00", 86400), ("1-12", 36 * 3600),
+        ("2-01:30", (49 * 60 + 30) * 60), ("90m", 5400), ("1h30m", 5400), ("2h", 7200),
+        ("1d12h", 36 * 3600), ("45s", 45), ("1:00", 60),
+    ],
+)  # fmt: skip
+def test_walltime_in_every_form(text: str | int, seconds: int) -> None:
+    assert parse_walltime(text) == seconds
+
+
+def test_walltime_rendered_in_each_schedulers_format() -> None:
+    assert format_walltime(5400, "pbs") == "01:30:00"
+    assert format_walltime(36 * 3600, "pbs") == "36:00:00"  # PBS: hours unbounded
+    assert format_walltime(36 * 3600, "slurm") == "1-12:00:00"
+    assert format_walltime(5400, "slurm") == "01:30:00"
+    one_day = sbatch_options(render("generic-slurm", "--walltime", "1-00:00:00"))
+    assert one_day["--time"] == "1-00:00:00"
+    assert pbs_resources(render("generic-pbs", "--walltime", "1h30m"))["walltime"] == "01:30:00"
+    assert sbatch_options(render("generic-slurm", "--walltime", "90"))["--time"] == "01:30:00"
+
+
+@pytest.mark.parametrize("walltime", ["01:60:00", "1:61", "abc", "0", "1-25:00:00", "1h70x"])
+def test_bad_walltime_in_a_site_file_names_the_file(tmp_path: Path, walltime: str) -> None:
     path = write(tmp_path, BASE + f"walltime: '{walltime}'\n")
     with pytest.raises(SiteConfigError) as e:
         load_site(path)
-    assert str(path) in str(e.value) and "walltime" in str(e.value) and "HH:MM:SS" in str(e.value)
+    assert str(path) in str(e.value) and "'walltime'" in str(e.value)
+    assert "not a walltime" in str(e.value)
 
 
 def test_walltime_over_24_hours_is_fine(tmp_path: Path) -> None:
     assert load_site(write(tmp_path, BASE + "walltime: '48:00:00'\n"))["walltime"] == "48:00:00"
+    assert load_site(write(tmp_path, BASE + "walltime: 90\n"))["walltime"] == "01:30:00"
 
 
-def test_bad_walltime_on_the_command_line_is_a_clean_error() -> None:
+def test_bad_walltime_on_the_command_line_blames_the_option() -> None:
     result = CliRunner().invoke(
-        cli, ["render", "--site", "generic-slurm", "--walltime", "1:00", "--", "true"]
+        cli, ["render", "--site", "generic-slurm", "--walltime", "1:61", "--", "true"]
     )
     assert result.exit_code == 1
-    assert "walltime" in result.output and "HH:MM:SS" in result.output
-    assert "Traceback" not in result.output
+    assert result.output.startswith("warpstore: --walltime: '1:61' is not a walltime")
+    assert "generic-slurm.yaml" not in result.output  # the value came from the command line
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "generic-slurm", "--set", "walltime=soon", "--", "true"]
+    )
+    assert result.exit_code == 1 and "--set walltime: 'soon'" in result.output
 
 
 def test_missing_required_key_and_bad_scheduler(tmp_path: Path) -> None:
@@ -202,7 +235,10 @@ def test_user_file_overrides_everything(tmp_path: Path) -> None:
     data = dict(cfg.data)
     data.update(name="mypolaris", queue="prod", filesystems="home:grand", account="P1")
     path = write(tmp_path, yaml.safe_dump(data))
-    script = render(str(path), "--nodes", "2")
+    refused = CliRunner().invoke(cli, ["render", "--site", str(path), "--nodes", "2", "--", "x"])
+    assert refused.exit_code == 1  # the file's queue is checked too, and the file is named
+    assert f"{path}: key 'queue': queue 'prod' does not take 2 nodes" in refused.output
+    script = render(str(path), "--nodes", "12")
     assert pbs_options(script)["-q"] == "prod"
     assert pbs_resources(script)["filesystems"] == "home:grand"
     assert f"--site {path}" in script
@@ -212,55 +248,208 @@ def test_user_file_overrides_everything(tmp_path: Path) -> None:
 
 
 def test_polaris_script_has_what_alcf_requires() -> None:
+    """https://docs.alcf.anl.gov/polaris/running-jobs/: -A, select with system=polaris,
+    place=scatter, walltime, filesystems, -k doe; queues by size; PALS's VNI flags."""
     script = render(
-        "polaris", "--nodes", "4", "--walltime", "01:00:00", "--account", "A", "--queue", "debug"
-    )
+        "polaris", "--nodes", "4", "--walltime", "01:00:00", "--account", "A", "--queue",
+        "debug-scaling",
+    )  # fmt: skip
     opts, res = pbs_options(script), pbs_resources(script)
-    assert opts["-A"] == "A" and opts["-q"] == "debug"
-    assert res["select"] == "4:system=polaris"
+    assert opts["-A"] == "A" and opts["-q"] == "debug-scaling"
+    assert res["select"] == "4:system=polaris:ngpus=4"
     assert res["place"] == "scatter"
     assert res["walltime"] == "01:00:00"
     assert res["filesystems"] == "home:eagle"
+    assert opts["-k"] == "doe"
     assert "export TMPDIR=/tmp" in script  # AF_UNIX path too long otherwise
-    assert "module use /soft/modulefiles" in script
+    assert "export PALS_LOCAL_LAUNCH=0" in script
+    body = script.splitlines()
+    assert body.index("module use /soft/modulefiles") < body.index("module load conda")
+    assert body.index("conda activate base") < body.index(
+        f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+    )  # the user's env after the site's modules
     assert "--single-node-vni" in script and "--cpu-bind none" in script
-    assert "warpstore launch --site polaris -- python wf.py" in script
+    assert f"exec {sys.executable} -m warpstore launch --site polaris -- python wf.py" in script
+    servers = load_site("polaris")["launcher"]
+    assert "--single-node-vni" in servers["servers"] and "--single-node-vni" in servers["app"]
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "walltime", "queue"),
+    [
+        ("1", "30m", "debug"), ("2", "1h", "debug"), ("4", "1h", "debug-scaling"),
+        ("3", "12h", "capacity"), ("10", "3h", "prod"), ("30", "6h", "prod"),
+        ("200", "24h", "prod"),
+    ],
+)  # fmt: skip
+def test_polaris_queue_is_picked_from_nodes_and_walltime(
+    nodes: str, walltime: str, queue: str
+) -> None:
+    script = render("polaris", "-A", "P", "--nodes", nodes, "--walltime", walltime)
+    assert pbs_options(script)["-q"] == queue
+    assert f"queue {queue} picked" in script
+
+
+def test_polaris_misfit_queue_is_refused_naming_the_queues_that_fit() -> None:
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "polaris", "-A", "P", "--nodes", "4", "--queue", "debug",
+              "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert "--queue: queue 'debug' does not take 4 nodes for 01:00:00" in result.output
+    assert "queues that fit: debug-scaling, capacity, preemptable, demand" in result.output
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "polaris", "-A", "P", "--nodes", "20", "--walltime", "4h",
+              "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "no queue of site 'polaris' takes 20 nodes" in result.output
+    assert "03:00:00 for 10-24" in result.output  # prod's limit for that size
+    # preemptable is never picked silently, but offered
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "polaris", "-A", "P", "--nodes", "8", "--walltime", "10h",
+              "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "preemptable, give --queue" in result.output
+    assert pbs_options(render("polaris", "-A", "P", "--queue", "preemptable"))["-q"] == (
+        "preemptable"
+    )
 
 
 def test_polaris_without_account_is_refused() -> None:
     result = CliRunner().invoke(cli, ["render", "--site", "polaris", "--", "true"])
-    assert result.exit_code == 1 and "account" in result.output
+    assert result.exit_code == 1 and "account" in result.output and "ALCF project" in result.output
 
 
-def test_aurora_filesystems_and_daos_are_configurable() -> None:
-    script = render("aurora", "-A", "P", "--nodes", "2", "--connector", "zmq")
-    assert pbs_resources(script)["filesystems"] == "flare:daos_user"
-    assert pbs_resources(script)["daos"] == "default"
-    assert "PALS_LOCAL_LAUNCH=0" in script
-    changed = render(
-        "aurora", "-A", "P", "--set", "filesystems=flare:home",
-        "--set", "scheduler_options=['-l daos=daos_user']",
+def test_aurora_script_has_what_alcf_requires() -> None:
+    """https://docs.alcf.anl.gov/aurora/running-jobs-aurora/ and the DAOS page:
+    filesystems=flare:daos_user_fs (no daos resource), module use before module load daos,
+    -k doe, one VNI mode (--no-vni, required for DAOS), the 6-rank binding."""
+    script = render("aurora", "-A", "P", "--nodes", "2")
+    opts, res = pbs_options(script), pbs_resources(script)
+    assert res["filesystems"] == "flare:daos_user_fs"
+    assert "daos" not in res and "-l daos" not in script
+    assert res["select"] == "2" and res["place"] == "scatter" and opts["-k"] == "doe"
+    assert opts["-q"] == "debug"
+    body = script.splitlines()
+    assert body.index("module use /soft/modulefiles") < body.index("module load daos")
+    assert "--no-vni" in script and "--single-node-vni" not in script
+    assert "PALS_LOCAL_LAUNCH" not in script
+    launcher = load_site("aurora")["launcher"]
+    assert "--no-vni" in launcher["servers"] and "--no-vni" in launcher["app"]
+    assert "--cpu-bind list:1-16:17-32:33-48:53-68:69-84:85-100" in launcher["app"]
+    assert "--gpu-bind" in launcher["app"] and "--ppn 6" in launcher["app"]
+    assert load_site("aurora")["connector"]["type"] != "daos"  # works without a pool
+    assert pbs_options(render("aurora", "-A", "P", "--nodes", "8"))["-q"] == "debug-scaling"
+    assert pbs_options(render("aurora", "-A", "P", "--nodes", "64", "--walltime", "5h"))[
+        "-q"
+    ] == "prod"
+
+
+def test_aurora_daos_and_account_fail_at_render_not_at_job_start() -> None:
+    result = CliRunner().invoke(cli, ["render", "--site", "aurora", "--", "x"])
+    assert result.exit_code == 1 and "Aurora allocation" in result.output
+    assert "eagle" not in result.output  # Polaris's file systems are no hint for Aurora
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "aurora", "-A", "P", "--connector", "daos", "--", "x"]
     )
-    assert pbs_resources(changed)["filesystems"] == "flare:home"
-    assert pbs_resources(changed)["daos"] == "daos_user"
+    assert result.exit_code == 1 and "pool and a container" in result.output
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "aurora", "-A", "P", "--connector", "daos",
+              "--set", "connector.daos.pool=p", "--set", "connector.daos.container=c",
+              "--set", "filesystems=flare", "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "daos_user_fs" in result.output
+    render("aurora", "-A", "P", "--connector", "daos", "--set", "connector.daos.pool=p",
+           "--set", "connector.daos.container=c")  # fmt: skip
 
 
-def test_perlmutter_needs_constraint() -> None:
+def test_perlmutter_script_has_what_nersc_requires() -> None:
+    """https://docs.nersc.gov/jobs/: -C cpu|gpu, a QOS (NERSC's "queue"), the account;
+    GPU nodes ask for their GPUs; Slingshot VNIs for cxi traffic."""
     script = render("perlmutter", "-A", "m1", "--nodes", "3")
     opts = sbatch_options(script)
     assert opts["--constraint"] == "cpu" and opts["--nodes"] == "3" and opts["--account"] == "m1"
-    assert opts["--qos"] == "debug"
-    assert "--network=job_vni,single_node_vni" in script
+    assert opts["--qos"] == "debug" and "--partition" not in opts
+    assert "--ntasks-per-node" not in opts and "--gpus-per-node" not in opts
+    assert opts["--signal"] == "B:TERM@120"
+    assert "--network=job_vni,single_node_vni" in script  # the servers' step
+    assert "--network" not in opts  # zmq needs no cxi
+    assert sbatch_options(render("perlmutter", "-A", "m1", "--nodes", "20", "--walltime", "6h"))[
+        "--qos"
+    ] == "regular"
+    assert sbatch_options(render("perlmutter", "-A", "m1", "--queue", "premium"))["--qos"] == (
+        "premium"
+    )
     gpu = sbatch_options(render("perlmutter", "-A", "m1_g", "--set", "constraint=gpu"))
-    assert gpu["--constraint"] == "gpu"
+    assert gpu["--constraint"] == "gpu" and gpu["--gpus-per-node"] == "4"
+    margo = sbatch_options(render("perlmutter", "-A", "m1", "--connector", "margo"))
+    assert margo["--network"] == "job_vni,single_node_vni"
+    launcher = load_site("perlmutter")["launcher"]
+    assert "--network=job_vni,single_node_vni" in launcher["app"]
 
 
-def test_frontier_batch_partition_and_nvme() -> None:
+def test_frontier_script_has_what_olcf_requires() -> None:
+    """https://docs.olcf.ornl.gov/systems/frontier_user_guide.html: -A, -p batch with its
+    walltime bins, -C nvme; a file store other nodes can read."""
     script = render("frontier", "-A", "abc123", "--nodes", "8")
     opts = sbatch_options(script)
     assert opts["--partition"] == "batch" and opts["--constraint"] == "nvme"
+    assert opts["--account"] == "abc123" and "--ntasks-per-node" not in opts
     assert load_site("frontier")["local_scratch"] == "/mnt/bb/$USER"
+    assert "store_dir" not in load_site("frontier")["connector"].get("file", {})
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "frontier", "-A", "a", "--nodes", "100", "--walltime", "8h",
+              "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "06:00:00 for 92-183" in result.output
+    assert sbatch_options(render("frontier", "-A", "a", "--walltime", "20h"))["--partition"] == (
+        "extended"
+    )
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "frontier", "-A", "a", "--nodes", "2", "--connector", "file",
+              "--set", "connector.file.store_dir=/mnt/bb/$USER/objects", "--", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "node-local" in result.output
+
+
+def test_generic_sites_ask_for_whole_nodes() -> None:
+    slurm = sbatch_options(render("generic-slurm", "--nodes", "2"))
+    assert "--exclusive" in slurm and "--ntasks-per-node" not in slurm
+    assert slurm["--time"] == "01:00:00" and slurm["--signal"] == "B:TERM@120"
+    pbs = pbs_resources(render("generic-pbs", "--nodes", "2"))
+    assert pbs["place"] == "scatter:excl" and pbs["select"] == "2"
+
+
+def test_resources_dependencies_and_mail() -> None:
+    script = render(
+        "generic-slurm", "--set", "gpus_per_node=2", "--set", "memory_per_node=64GiB",
+        "--dependency", "1234", "--mail-user", "me@example.org", "--mail-type", "end,fail",
+    )  # fmt: skip
+    opts = sbatch_options(script)
+    assert opts["--gpus-per-node"] == "2" and opts["--mem"] == "65536M"
+    assert opts["--dependency"] == "afterok:1234"
+    assert opts["--mail-user"] == "me@example.org" and opts["--mail-type"] == "END,FAIL"
+    script = render(
+        "generic-pbs", "--set", "gpus_per_node=2", "--set", "memory_per_node=64GiB",
+        "--dependency", "afterany:12.server:13.server", "--mail-user", "me@example.org",
+        "--mail-type", "BEGIN,END,FAIL",
+    )  # fmt: skip
+    opts, res = pbs_options(script), pbs_resources(script)
+    assert res["select"] == "1:ngpus=2:mem=65536mb"
+    assert opts["-W"] == "depend=afterany:12.server:13.server"
+    assert opts["-M"] == "me@example.org" and opts["-m"] == "abe"
+    for bad in (["--dependency", "before:1"], ["--mail-type", "sometimes"]):
+        result = CliRunner().invoke(cli, ["render", "--site", "generic-slurm", *bad, "--", "x"])
+        assert result.exit_code == 1 and bad[0] in result.output
+
+
+def test_pbs_early_signal_is_armed_in_the_script() -> None:
+    script = render("generic-pbs", "--walltime", "10m")
+    assert "timeout 480 tail -s 0.2 --pid=$$ -f /dev/null; then kill -TERM $$" in script
+    assert script.rstrip().splitlines()[-1].startswith("exec ")
+    none = render("generic-pbs", "--set", "early_signal=0")
+    assert "kill -TERM" not in none
 
 
 @pytest.mark.parametrize("site", [s for s in SITES if s != "local"])
@@ -268,7 +457,7 @@ def test_every_site_renders_valid_bash(site: str) -> None:
     script = render(site, "-A", "P", "--connector", "zmq")
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     assert script.startswith("#!/bin/bash")
-    assert "warpstore launch --site " + site in script
+    assert f"{sys.executable} -m warpstore launch --site {site}" in script
 
 
 def test_directives_can_be_replaced_skipped_and_added() -> None:
@@ -276,12 +465,24 @@ def test_directives_can_be_replaced_skipped_and_added() -> None:
         "generic-pbs",
         "--directive", "place=-l place=pack",
         "--directive", "join=",
+        "--directive", "-r y",
         "--set", "scheduler_options=['-m abe', '-l storage=gpfs']",
-    )
+    )  # fmt: skip
     res, opts = pbs_resources(script), pbs_options(script)
     assert res["place"] == "pack"
     assert "-j" not in opts
     assert opts["-m"] == "abe" and res["storage"] == "gpfs"
+    assert opts["-r"] == "y"
+    slurm = sbatch_options(render("generic-slurm", "--directive", "--gres=gpu:2"))
+    assert slurm["--gres"] == "gpu:2"
+
+
+def test_unknown_directive_name_is_refused_not_ignored() -> None:
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "generic-slurm", "--directive", "gres=gpu:2", "--", "x"]
+    )
+    assert result.exit_code == 1
+    assert "no built-in directive 'gres'" in result.output and "--gres=gpu:2" in result.output
 
 
 def test_local_site_has_no_script() -> None:
@@ -297,6 +498,7 @@ def test_render_to_file_and_unknown_connector(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert os.access(out, os.X_OK)
     assert "-- python 'a b.py'" in out.read_text()
+    assert "launch --site generic-slurm" in out.read_text()
     with pytest.raises(SiteConfigError, match="unknown connector"):
         render_job_script(load_site("generic-slurm"), ["true"], connector="ftp")
 
@@ -364,8 +566,10 @@ def test_missing_scheduler_command_is_a_clear_error(
     )
     assert result.exit_code == 1 and "`qsub` is not on PATH" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(cli, ["status", "12"])
-    assert result.exit_code == 1 and "no scheduler commands" in result.output
+    result = CliRunner().invoke(cli, ["status", "12"])  # a Slurm id: squeue, not "any"
+    assert result.exit_code == 1 and "`squeue` is not on PATH" in result.output
+    result = CliRunner().invoke(cli, ["status", "12.polaris-pbs-01"])
+    assert result.exit_code == 1 and "`qstat` is not on PATH" in result.output
 
 
 def fake_command(tmp_path: Path, name: str, body: str) -> None:
@@ -386,3 +590,113 @@ def test_job_ids_are_read_robustly(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fake_command(tmp_path, "sbatch", "echo 'Submitted batch job 5'")  # no --parsable support
     with pytest.raises(SchedulerError, match="cannot read a Slurm job id"):
         submit("slurm", "job.sh")
+
+
+# -- the job's Python environment ----------------------------------------------------
+
+
+def make_venv(path: Path) -> Path:
+    """A venv-shaped directory (bin/activate, bin/python) without running venv: fast."""
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "activate").write_text("# activate\n")
+    (path / "bin" / "python").symlink_to(sys.executable)
+    return path
+
+
+def test_render_records_the_running_environment() -> None:
+    script = render("generic-slurm")
+    assert f"# Python environment: venv {sys.prefix}" in script
+    assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in script
+    assert f"exec {sys.executable} -m warpstore launch" in script
+
+
+def test_python_env_option_and_site_key(tmp_path: Path) -> None:
+    from warpstore.hpc.pyenv import resolve_python_env
+
+    venv = make_venv(Path.home() / f".wstest-venv-{os.getpid()}")
+    try:
+        script = render("generic-slurm", "--python-env", str(venv))
+        assert f"source {venv}/bin/activate" in script
+        assert f"exec {venv}/bin/python -m warpstore launch" in script
+        assert "warning" not in script
+        by_key = render("generic-slurm", "--set", f"python_env={venv}")
+        assert f"exec {venv}/bin/python -m warpstore" in by_key
+    finally:
+        import shutil
+
+        shutil.rmtree(venv)
+    none = render("generic-slurm", "--python-env", "none")
+    assert "source " not in none and "exec python3 -m warpstore launch" in none
+    conda = render("generic-slurm", "--python-env", "conda:myenv")
+    assert "conda activate myenv" in conda and "exec python -m warpstore launch" in conda
+    # an env under /tmp: compute nodes usually cannot see it
+    tmp_env = resolve_python_env(str(make_venv(tmp_path / "v")), check=False)
+    assert tmp_env.warnings and "/tmp" in tmp_env.warnings[0]
+
+
+def test_bad_python_env_fails_at_render(tmp_path: Path) -> None:
+    for spec, words in [
+        (str(tmp_path / "nope"), "does not exist"),
+        (str(tmp_path), "is not a virtual environment"),
+    ]:
+        result = CliRunner().invoke(
+            cli, ["render", "--site", "generic-slurm", "--python-env", spec, "--", "x"]
+        )
+        assert result.exit_code == 1 and words in result.output, result.output
+        assert result.output.startswith("warpstore: --python-env:")
+    # a real venv without warpstore in it: the job would die with "No module named warpstore"
+    bare = tmp_path / "bare"
+    subprocess.run(
+        [sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True
+    )
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "generic-slurm", "--python-env", str(bare), "--", "x"]
+    )
+    assert result.exit_code == 1 and "warpstore is not installed in" in result.output
+
+
+# -- scheduler of a job, local site --------------------------------------------------
+
+
+def test_status_picks_the_scheduler_from_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warpstore.hpc.scheduler import record_job, scheduler_for_job
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert scheduler_for_job("123.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov") == "pbs"
+    assert scheduler_for_job("4242") == "slurm" and scheduler_for_job("4242_7") == "slurm"
+    record_job("77", "pbs", "polaris", "/x/job.pbs")  # a PBS server that numbers only
+    assert scheduler_for_job("77") == "pbs"
+    with pytest.raises(SchedulerError, match="--scheduler"):
+        scheduler_for_job("job-x")
+
+
+def test_local_site_is_one_node() -> None:
+    with pytest.raises(SiteConfigError, match="one node"):
+        load_site("local", values={"nodes": 2})
+    result = CliRunner().invoke(cli, ["launch", "--site", "local", "--set", "nodes=2", "--", "x"])
+    assert result.exit_code == 1 and "--set nodes" in result.output and "one node" in result.output
+
+
+def test_queue_tables_are_validated(tmp_path: Path) -> None:
+    bad = BASE + "queues:\n  q:\n    nodes: [4, 2]\n    walltime: 1h\n"
+    with pytest.raises(SiteConfigError, match=r"queues\.q\.nodes"):
+        load_site(write(tmp_path, bad))
+    bad = BASE + "queues:\n  q:\n    nodes: [1, 2]\n    walltime: forever\n"
+    with pytest.raises(SiteConfigError, match=r"queues\.q\.walltime"):
+        load_site(write(tmp_path, bad))
+
+
+def test_site_queues_lists_the_table_and_short_walltimes_are_refused() -> None:
+    out = CliRunner().invoke(cli, ["site", "queues", "polaris"]).output
+    lines = out.splitlines()
+    assert lines[0] == "# https://docs.alcf.anl.gov/polaris/running-jobs/"
+    assert any(line.startswith("* debug ") and "1-2" in line for line in lines)
+    assert any(line.startswith("  preemptable") for line in lines)  # never picked by default
+    assert "03:00:00 (10-24)" in out
+    result = CliRunner().invoke(
+        cli, ["render", "--site", "polaris", "-A", "P", "--walltime", "2m", "--", "x"]
+    )
+    assert result.exit_code == 1
+    assert "--walltime: 00:02:00 is shorter than site 'polaris' accepts (00:05:00)" in result.output

@@ -255,3 +255,248 @@ def test_proxy_locker() -> None:
     p = restored.unlock()
     assert not is_resolved(p)
     assert p.upper() == "X"
+
+
+# -- the original's behaviour, kept after the rename ---------------------------
+
+
+def test_next_on_an_iterator_proxy() -> None:
+    p = Proxy(lambda: iter([1, 2]))
+    assert next(p) == 1
+    assert next(p) == 2
+    with pytest.raises(StopIteration):
+        next(p)
+
+
+def annotated(x: int, y: str = "a") -> float:
+    """Docstring of the target."""
+    return 1.0
+
+
+def test_function_metadata_is_the_targets() -> None:
+    import json
+
+    p = Proxy(lambda: annotated)
+    assert p.__module__ == __name__
+    assert p.__name__ == "annotated" and p.__qualname__ == "annotated"
+    assert p.__doc__ == "Docstring of the target."
+    assert p.__annotations__ == annotated.__annotations__ != {}
+    assert p(1) == 1.0
+    assert Proxy(lambda: json.dumps).__module__ == "json"
+    # the class itself still says where it lives
+    assert Proxy.__module__ == "warpstore.proxy"
+    import inspect
+
+    assert list(inspect.signature(p).parameters) == ["x", "y"]
+
+
+def test_instance_dict_is_the_targets() -> None:
+    box = Box()
+    p = Proxy(lambda: box)
+    assert vars(p) is box.__dict__
+    assert "x" in dir(p)
+
+
+class TaggedProxy(Proxy[Any]):
+    """A subclass with attributes of its own, as the original permits."""
+
+    __slots__ = ("tag",)
+    kind = "tagged"
+
+    def __init__(self, factory: Any, tag: str) -> None:
+        super().__init__(factory)
+        self.tag = tag  # declared on the class: set on the proxy, no resolve
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.tag}"
+
+
+class DictProxy(Proxy[Any]):
+    """A subclass with an instance dict (no __slots__)."""
+
+    kind = "dict"
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__(factory)
+        object.__setattr__(self, "note", "mine")
+
+
+def test_subclass_attributes_are_its_own() -> None:
+    box = Box()
+    p = TaggedProxy(lambda: box, "t1")
+    assert p.tag == "t1" and p.describe() == "tagged:t1"
+    p.tag = "t2"
+    assert p.tag == "t2" and not is_resolved(p)
+    p.y = 2  # not declared: the target's
+    assert is_resolved(p) and box.y == 2  # type: ignore[attr-defined]
+    assert p.x == 1 and isinstance(p, Box)
+    d = DictProxy(lambda: box)
+    assert d.note == "mine" and not is_resolved(d)
+    d.kind = "changed"  # declared on the class: the proxy's, as in the original
+    assert d.kind == "changed" and DictProxy.kind == "dict" and not is_resolved(d)
+    assert d.x == 1
+
+
+class GuardedProxy(Proxy[Any]):
+    """Refines __proxy_wrapped__ like the original's reference proxies."""
+
+    __slots__ = ("valid",)
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__(factory)
+        object.__setattr__(self, "valid", True)
+
+    @property
+    def __proxy_wrapped__(self) -> Any:
+        if not object.__getattribute__(self, "valid"):
+            raise RuntimeError("reference was invalidated")
+        return super().__proxy_wrapped__
+
+
+def test_subclass_refining_proxy_wrapped_is_always_asked() -> None:
+    p = GuardedProxy(lambda: [1, 2])
+    assert p * 2 == [1, 2, 1, 2] and len(p) == 2 and p.count(1) == 1
+    object.__setattr__(p, "valid", False)
+    # the target is still cached, but every use goes through the refinement
+    for use in (lambda: p * 2, lambda: len(p), lambda: p.count(1), lambda: p[0]):
+        with pytest.raises(RuntimeError, match="invalidated"):
+            use()
+    assert "GuardedProxy" in repr(p)  # inspection is still fine
+
+
+def test_resolve_error_has_cause_and_runs_the_factory_once() -> None:
+    calls = []
+
+    def dead_server() -> None:
+        calls.append(1)
+        raise ConnectionError("timed out")
+
+    p = Proxy(dead_server)
+    for fn in (extract, resolve, str):
+        with pytest.raises(ProxyResolveError) as info:
+            fn(p)
+        assert isinstance(info.value.cause, ConnectionError)
+        assert info.value.__cause__ is info.value.cause
+    assert len(calls) == 3  # one attempt per call, never two
+    assert not is_resolved(p)
+
+
+def test_missing_factory_raises_resolve_error() -> None:
+    p = Proxy.__new__(Proxy)
+    with pytest.raises(ProxyResolveError, match="not initialized") as info:
+        extract(p)
+    assert isinstance(info.value.cause, AttributeError)
+
+
+def test_cache_defaults_and_target() -> None:
+    factory = CountingFactory("never")
+    p = Proxy(factory, cache_defaults=True, target="value")
+    assert is_resolved(p) and p == "value"
+    q = pickle.loads(pickle.dumps(p))
+    assert not is_resolved(q)
+    assert isinstance(q, str) and hash(q) == hash("value")
+    assert not is_resolved(q)
+    # without a target there is nothing to cache: cache_defaults is ignored
+    r = Proxy(lambda: [1], cache_defaults=True)
+    assert not is_resolved(r) and isinstance(r, list) and is_resolved(r)
+
+
+def test_local_class_is_not_pickled_by_reference() -> None:
+    class Local:
+        pass
+
+    obj = Local()
+    p = Proxy(NamedFactory("local"), cache_defaults=True, target=obj)
+    q = pickle.loads(pickle.dumps(p))  # plain pickle could not carry Local
+    _BIG["local"] = obj
+    assert isinstance(q, Local)  # asks the target instead
+    assert is_resolved(q)
+
+
+def test_generic_alias_call_does_not_resolve() -> None:
+    p = Proxy[int](CountingFactory(3))
+    assert not is_resolved(p)
+    assert p + 1 == 4
+
+
+def test_format_round_pow_and_math() -> None:
+    import math
+
+    p = Proxy(lambda: 2.71828)
+    assert f"{p:.2f}" == "2.72" and round(p, 1) == 2.7 and round(p) == 3
+    assert math.floor(p) == 2 and math.ceil(p) == 3 and math.trunc(p) == 2
+    assert pow(Proxy(lambda: 3), 2, 5) == 4 and divmod(Proxy(lambda: 7), 2) == (3, 1)
+    assert complex(Proxy(lambda: 1.5)) == 1.5 + 0j
+    assert [0, 1, 2][Proxy(lambda: 1)] == 1  # __index__
+
+
+def test_inplace_keeps_the_proxy() -> None:
+    p = Proxy(lambda: 1)
+    q = p
+    p += 1
+    assert p is q and p == 2 and isinstance(p, Proxy)
+
+
+def test_weakref_to_a_proxy() -> None:
+    import weakref
+
+    p = Proxy(lambda: 1)
+    ref = weakref.ref(p)
+    assert ref() is p
+
+
+def test_async_context_manager_and_awaitable() -> None:
+    import asyncio
+
+    class ACM:
+        async def __aenter__(self) -> str:
+            return "in"
+
+        async def __aexit__(self, *args: Any) -> None:
+            return None
+
+    async def value() -> int:
+        return 5
+
+    async def main() -> tuple[str, int]:
+        async with Proxy(ACM) as entered:
+            pass
+        return entered, await Proxy(lambda: value())
+
+    assert asyncio.run(main()) == ("in", 5)
+
+
+def test_proxy_attributes_of_the_original() -> None:
+    factory = CountingFactory([1])
+    p = Proxy(factory)
+    assert p.__proxy_factory__ is factory and p.__proxy_resolved__ is False
+    with pytest.raises(AttributeError):
+        p.__proxy_target__  # noqa: B018 - unresolved: no target yet
+    assert p.__proxy_wrapped__ == [1] and p.__proxy_target__ == [1]
+    del p.__proxy_wrapped__  # back to unresolved; the next use calls the factory again
+    assert not is_resolved(p)
+    before = CountingFactory.calls
+    assert p == [1] and CountingFactory.calls == before + 1
+    p.__proxy_wrapped__ = [2]
+    assert p == [2]
+    # a subclass written like the original's deletes the slot itself
+    object.__delattr__(p, "__proxy_target__")
+    assert not is_resolved(p) and p == [1]
+
+
+def test_resolve_async_failure_then_retry_runs_the_factory_again() -> None:
+    attempts: list[str] = []
+
+    def flaky() -> str:
+        attempts.append(threading.current_thread().name)
+        if len(attempts) == 1:
+            raise ConnectionError("server down")
+        return "ok"
+
+    p = Proxy(flaky)
+    resolve_async(p)
+    with pytest.raises(ProxyResolveError) as info:
+        resolve(p)
+    assert isinstance(info.value.cause, ConnectionError)
+    assert p == "ok"  # the failed background fetch is not replayed: a fresh attempt
+    assert attempts == ["warpstore-resolve", "MainThread"]

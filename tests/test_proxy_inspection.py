@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from warpstore.connectors.local import LocalConnector, LocalKey
-from warpstore.proxy import Proxy, ProxyLocker, extract, get_factory, is_resolved
+from warpstore.exceptions import ConnectorConnectionError, ProxyResolveError
+from warpstore.proxy import Proxy, ProxyLocker, extract, get_factory, is_resolved, resolve
 from warpstore.store import Store
 
 
@@ -29,9 +30,12 @@ class CountingConnector(LocalConnector):
     """A LocalConnector that counts the reads reaching it."""
 
     gets = 0
+    down = False
 
     def get(self, key: LocalKey) -> Any:
         type(self).gets += 1
+        if type(self).down:
+            raise ConnectorConnectionError("server at 127.0.0.1:1 timed out")
         return super().get(key)
 
     def get_batch(self, keys: Sequence[LocalKey]) -> list[Any]:
@@ -42,6 +46,7 @@ class CountingConnector(LocalConnector):
 @pytest.fixture
 def store(request: pytest.FixtureRequest) -> Iterator[Store[Any]]:
     CountingConnector.gets = 0
+    CountingConnector.down = False
     # no cache: every resolve must reach the connector, where it is counted
     with Store(f"inspect-{request.node.name}", CountingConnector(), cache_size=0) as s:
         yield s
@@ -160,3 +165,83 @@ def test_proxy_from_key_has_nothing_cached_and_resolves_to_answer(store: Store[A
     p = store.proxy_from_key(key)
     assert isinstance(p, np.ndarray)
     assert is_resolved(p) and CountingConnector.gets == 1
+
+
+def test_a_dead_server_costs_one_attempt_per_use(store: Store[Any]) -> None:
+    q = travelled(store, np.zeros(4))
+    CountingConnector.down = True
+    for use in (extract, resolve, lambda p: p.shape):
+        with pytest.raises(ProxyResolveError) as info:
+            use(q)
+        assert isinstance(info.value.cause, ConnectorConnectionError)
+    assert CountingConnector.gets == 3
+    CountingConnector.down = False
+    assert q.shape == (4,)  # retried once the server is back
+
+
+def test_evict_proxy_survives_inspection_until_first_use(store: Store[Any]) -> None:
+    # A workflow engine type-checks and re-pickles an evict=True proxy on the
+    # submit side and again on the worker; only the task's use may consume it.
+    q = pickle.loads(pickle.dumps(store.proxy(np.arange(3), evict=True)))
+    key = get_factory(q).key  # type: ignore[attr-defined]
+    assert isinstance(q, np.ndarray) and not isinstance(q, (list, tuple))
+    hop = cloudpickle.loads(cloudpickle.dumps(q))
+    assert isinstance(hop, np.ndarray)
+    assert store.exists(key) and CountingConnector.gets == 0
+    assert int(hop.sum()) == 3
+    assert not store.exists(key)
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+    def __init__(self) -> None:
+        self.a = 1
+
+
+class WithDict:
+    def __init__(self) -> None:
+        self.a = 1
+
+
+def test_probes_for_hooks_the_class_lacks_do_not_fetch(store: Store[Any]) -> None:
+    # Dask asks every argument for __dask_graph__/__dask_tokenize__; an array,
+    # a tuple or a slotted object cannot have them, and the cached class says so.
+    for obj in (np.arange(3), ("a", 1), Slotted()):
+        q = travelled(store, obj)
+        assert not hasattr(q, "__dask_graph__")
+        assert getattr(q, "__dask_tokenize__", None) is None
+        with pytest.raises(AttributeError, match="__cuda_array_interface__"):
+            q.__cuda_array_interface__  # noqa: B018
+        assert_not_fetched(q)
+    # a name the class has needs the value: that is a real use
+    q = travelled(store, Slotted())
+    assert q.a == 1 and CountingConnector.gets == 1
+    # instances with a __dict__ may carry anything: only the target can answer
+    w = travelled(store, WithDict())
+    assert not hasattr(w, "__dask_graph__")
+    assert is_resolved(w) and CountingConnector.gets == 1
+
+
+def _inspect_in_worker(p: Any) -> tuple[bool, bool, bool, float]:
+    """What a framework's worker does before the task runs: type checks and probes."""
+    looks_right = isinstance(p, np.ndarray) and not isinstance(p, dict)
+    probed = hasattr(p, "__dask_graph__")
+    still_unresolved = not is_resolved(p)
+    return looks_right, probed, still_unresolved, float(np.sum(p))
+
+
+def test_a_process_pool_worker_inspects_without_fetching(tmp_path: Any) -> None:
+    import concurrent.futures
+    import multiprocessing as mp
+
+    from warpstore.connectors.file import FileConnector
+
+    with Store("inspect-pool", FileConnector(str(tmp_path / "objs"))) as s:
+        p = s.proxy(np.ones(1000))
+        ctx = mp.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            result = pool.submit(_inspect_in_worker, p).result(timeout=120)
+    looks_right, probed, unresolved, total = result
+    assert looks_right and not probed and unresolved  # nothing fetched before the task
+    assert total == 1000.0  # and the task itself gets the data

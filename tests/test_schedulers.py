@@ -34,12 +34,36 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def cli(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120, python: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "warpstore", *args],
+        [python or env.get("WARPSTORE_TEST_PYTHON", sys.executable), "-m", "warpstore", *args],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def user_venv(where: Path) -> Path:
+    """A user's virtual environment with this checkout of warpstore installed, on no PATH.
+
+    ``--system-site-packages`` gives it the test machine's mpi4py, pyzmq and ucxx; a .pth
+    file installs this checkout (what ``pip install -e`` leaves behind, without a build
+    backend or the network). The venv's own site-packages come first, so this checkout
+    wins over any other warpstore the base interpreter has.
+    """
+    venv = where / "user-venv"
+    subprocess.run(
+        [os.path.join(sys.base_prefix, "bin", "python3"), "-m", "venv", "--without-pip",
+         "--system-site-packages", str(venv)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    (site_packages / "warpstore-checkout.pth").write_text(str(REPO) + "\n")
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import warpstore; print(warpstore.__file__)"],
+        capture_output=True, text=True, cwd="/", check=True,
+    ).stdout  # fmt: skip
+    assert found.startswith(str(REPO)), found
+    return venv
 
 
 def wait_state(
@@ -58,11 +82,26 @@ def wait_state(
 def no_leftovers(tag: str) -> None:
     time.sleep(0.3)
     left = processes_matching(tag)
+    what = []
+    for pid in left:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            what.append(f"{pid}: {cmdline[:120]!r}")
+        except OSError:
+            what.append(str(pid))
     kill_all(tag)
-    assert not left, f"processes left behind: {left}"
+    assert not left, f"processes left behind: {what}"
 
 
 # -- PBS through the stand-in ------------------------------------------------------------
+
+
+def login_path() -> str:
+    """PATH as a login shell in the job gets it: without the submitter's virtual env."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    return os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p and os.path.abspath(p) != venv_bin
+    )
 
 
 @pytest.fixture
@@ -73,6 +112,9 @@ def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "PATH": f"{STANDIN / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "PBS_STANDIN_DIR": str(tmp_path / "pbs"),
         "PBS_STANDIN_SITE_BIN": str(STANDIN / "site-bin"),
+        "PBS_STANDIN_LOGIN_PATH": login_path(),
+        "PBS_STANDIN_SYSTEM": "generic",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
         "WARPSTORE_TEST_TAG": tag,
     }
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "SLURM_CONF"):
@@ -84,20 +126,17 @@ def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 PBS_SITES = {
-    # site: (extra render args, resources the site's queues insist on)
-    "polaris": (["-A", "MyProject", "--set", "interface=lo"], "account,walltime,filesystems"),
-    "aurora": (
-        ["-A", "MyProject", "--connector", "zmq", "--set", "interface=lo"],
-        "account,walltime,filesystems,daos",
-    ),
-    "generic-pbs": ([], "walltime"),
+    # site: (extra render args, the stand-in's rule book: tests/pbs_standin/facts.py)
+    "polaris": (["-A", "MyProject", "--set", "interface=lo"], "polaris"),
+    "aurora": (["-A", "MyProject", "--set", "interface=lo"], "aurora"),
+    "generic-pbs": ([], "generic"),
 }
 
 
 @pytest.mark.parametrize("site", sorted(PBS_SITES))
 def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str) -> None:
-    extra, required = PBS_SITES[site]
-    pbs["env"]["PBS_STANDIN_REQUIRE"] = required
+    extra, system = PBS_SITES[site]
+    pbs["env"]["PBS_STANDIN_SYSTEM"] = system
     proc = cli(
         "submit", "--site", site, "--nodes", "1", "--walltime", "00:10:00", *extra,
         "-o", "job.pbs", "--", "mpiexec", "-n", "2", sys.executable, str(EXAMPLE),
@@ -122,19 +161,38 @@ def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str)
     if site == "polaris":
         assert "module use /soft/modulefiles" in calls and "conda activate base" in calls
         assert line.startswith("mpiexec -n 1 --ppn 1 --depth 32 --cpu-bind none --single-node-vni")
+        assert line.endswith("PALS_LOCAL_LAUNCH=0")
     if site == "aurora":
-        assert "module load daos" in calls
-        assert "--single-node-vni" in line and line.endswith("PALS_LOCAL_LAUNCH=0")
+        lines = calls.splitlines()
+        assert lines.index("module use /soft/modulefiles") < lines.index("module load daos")
+        assert "--no-vni" in line and "--single-node-vni" not in line
+    # the job found warpstore through the environment the script activated, not the PATH
+    assert str(Path(sys.prefix) / "bin" / "activate") in (pbs["dir"] / "job.pbs").read_text()
 
 
-def test_pbs_submit_shows_the_schedulers_refusal(pbs: dict[str, Any]) -> None:
-    pbs["env"]["PBS_STANDIN_REQUIRE"] = "filesystems"
-    proc = cli(
-        "submit", "--site", "generic-pbs", "-o", "job.pbs", "--", "true",
-        env=pbs["env"], cwd=pbs["dir"],
-    )
-    assert proc.returncode == 1
-    assert "Resource_List.filesystems is required" in proc.stderr
+@pytest.mark.parametrize(
+    ("system", "args", "refusal"),
+    [
+        # what the rendered scripts used to ask for, and real qsub refuses
+        ("aurora", ["--site", "aurora", "-A", "P", "--directive", "-l daos=default"],
+         "Unknown resource Resource_List.daos"),
+        ("aurora", ["--site", "aurora", "-A", "P", "--set", "filesystems=flare:daos_user"],
+         "invalid filesystem(s) daos_user"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "queue=-q debug",
+                     "--nodes", "4"], "Job violates queue"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "account="],
+         "Account_Name is required"),
+        ("polaris", ["--site", "polaris", "-A", "P", "--directive", "walltime=-l walltime=2:00:00"],
+         "walltime"),
+    ],
+)  # fmt: skip
+def test_pbs_standin_refuses_what_qsub_refuses(
+    pbs: dict[str, Any], system: str, args: list[str], refusal: str
+) -> None:
+    pbs["env"]["PBS_STANDIN_SYSTEM"] = system
+    proc = cli("submit", *args, "-o", "job.pbs", "--", "true", env=pbs["env"], cwd=pbs["dir"])
+    assert proc.returncode == 1, proc.stdout
+    assert refusal in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -156,6 +214,38 @@ def test_pbs_qdel_stops_the_job_and_its_servers(pbs: dict[str, Any]) -> None:
     assert "exit 0" not in final
     report = json.loads((pbs["dir"] / f"warpstore-{job_id}" / "report.json").read_text())
     assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
+def test_pbs_walltime_signal_lets_the_launcher_write_its_report(pbs: dict[str, Any]) -> None:
+    """PBS has no early-signal directive: the script's watcher sends SIGTERM before the
+    walltime (here 10 s, so 2 s before), the launcher tears down and writes the report."""
+    code = "import time; time.sleep(60)"
+    proc = cli(
+        "submit", "--site", "generic-pbs", "--walltime", "10s", "-o", "job.pbs", "--",
+        sys.executable, "-c", code, env=pbs["env"], cwd=pbs["dir"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    started = time.monotonic()
+    final = wait_state(pbs["env"], pbs["dir"], job_id, {"F"}, timeout=60)
+    assert time.monotonic() - started < 30, final
+    record = json.loads((pbs["state"] / f"{job_id}.json").read_text())
+    assert "comment" not in record, record["comment"]  # ended before PBS's walltime kill
+    report = json.loads((pbs["dir"] / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
+
+
+def test_pbs_standin_enforces_the_walltime(pbs: dict[str, Any]) -> None:
+    """Without the early signal PBS's own SIGTERM at the limit is all the launcher gets."""
+    proc = cli(
+        "submit", "--site", "generic-pbs", "--walltime", "3s", "--set", "early_signal=0",
+        "-o", "job.pbs", "--", "sleep", "60", env=pbs["env"], cwd=pbs["dir"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    wait_state(pbs["env"], pbs["dir"], job_id, {"F"}, timeout=60)
+    record = json.loads((pbs["state"] / f"{job_id}.json").read_text())
+    assert record["comment"] == "job killed: walltime exceeded limit 00:00:03"
 
 
 def test_status_of_an_unknown_job_is_not_success(pbs: dict[str, Any]) -> None:
@@ -181,10 +271,23 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def uvenv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return user_venv(tmp_path_factory.mktemp("venv"))
+
+
 @pytest.fixture
-def sjob(slurm: SlurmCluster, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def sjob(slurm: SlurmCluster, uvenv: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {**slurm.env, "WARPSTORE_TEST_TAG": tag}
+    # as a user would: render and submit from a venv that is not activated, not on PATH
+    env = {
+        **slurm.env,
+        "PATH": login_path(),
+        "WARPSTORE_TEST_TAG": tag,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "WARPSTORE_TEST_PYTHON": str(uvenv / "bin" / "python"),
+    }
+    env.pop("VIRTUAL_ENV", None)
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "WARPSTORE_SIMULATE_NODES"):
         env.pop(var, None)
     yield {"env": env, "dir": tmp_path, "tag": tag}
@@ -200,10 +303,13 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: st
         "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "00:05:00",
         "--connector", connector, "-o", "job.sh", "--",
         "srun", "--overlap", "--mpi=pmi2", "--ntasks-per-node=1", "-n", "2",
-        sys.executable, str(EXAMPLE), "--size-mib", "1",
+        "python", str(EXAMPLE), "--size-mib", "1",  # `python` of the env the script activates
         env=env, cwd=work,
     )
     assert proc.returncode == 0, proc.stderr
+    script = (work / "job.sh").read_text()
+    assert script.startswith("#!/bin/bash -l\n")  # /etc/profile resets PATH in the job
+    assert f"source {env['WARPSTORE_TEST_PYTHON'].rsplit('/', 2)[0]}/bin/activate" in script
     sub = subprocess.run(
         ["sbatch", "--parsable", "--wait", "job.sh"],
         env=env, cwd=work, capture_output=True, text=True, timeout=200,
@@ -224,6 +330,50 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: st
     assert "from node n1" in output
     final = cli("status", job_id, env=env, cwd=work)
     assert "COMPLETED" in final.stdout and "exit 0" in final.stdout
+
+
+def test_slurm_step_gets_every_rank_it_asks_for(sjob: dict[str, Any]) -> None:
+    """No --ntasks-per-node in the header to cap later steps, and whole nodes (--exclusive)
+    so a step may use every CPU: an mpi4py app with 2 ranks on each of 2 nodes gets 4."""
+    env, work = sjob["env"], sjob["dir"]
+    app = (
+        "from mpi4py import MPI; import os, socket; c = MPI.COMM_WORLD; "
+        "print('rank', c.rank, 'of', c.size, 'on', os.environ['SLURMD_NODENAME'], flush=True)"
+    )
+    proc = cli(
+        "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "5m", "-o", "job.sh",
+        "--", "srun", "--overlap", "--mpi=pmi2", "--nodes=2", "--ntasks-per-node=2",
+        "python", "-c", app, env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sub = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "job.sh"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+    job_id = sub.stdout.strip().split(";")[0]
+    output = (work / f"warpstore-{job_id}.out").read_text()
+    assert sub.returncode == 0, sub.stderr + output
+    ranks = sorted(line for line in output.splitlines() if line.startswith("rank "))
+    assert [r.split()[1:4] for r in ranks] == [[str(i), "of", "4"] for i in range(4)], output
+    assert sorted(r.split()[-1] for r in ranks) == ["n1", "n1", "n2", "n2"]
+
+
+def test_slurm_early_signal_reaches_the_launcher_before_the_limit(sjob: dict[str, Any]) -> None:
+    """`--signal=B:TERM@N` signals only the batch shell: the script must `exec` the launcher
+    for the signal to reach it. A 1-minute job asking for SIGTERM 30 s early ends before
+    its limit (not TIMEOUT), with the report written."""
+    env, work = sjob["env"], sjob["dir"]
+    proc = cli(
+        "submit", "--site", "generic-slurm", "--walltime", "1", "--set", "early_signal=30",
+        "-o", "job.sh", "--", "sleep", "300", env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    assert "#SBATCH --signal=B:TERM@30" in (work / "job.sh").read_text()
+    final = wait_state(env, work, job_id, {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}, 150)
+    assert "TIMEOUT" not in final, final
+    report = json.loads((work / f"warpstore-{job_id}" / "report.json").read_text())
+    assert report["exit_code"] == 128 + 15 and report["servers_reported"] == 1
 
 
 def test_slurm_submit_status_cancel(sjob: dict[str, Any]) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from warpstore.hpc.scheduler import SchedulerError, record_job, scheduler_for_job
 from warpstore.hpc.siteconfig import CONNECTORS, SiteConfig, SiteConfigError, load_site
 
 _F = Callable[..., Any]
@@ -58,6 +58,34 @@ def site_show(name: str, overrides: tuple[str, ...]) -> None:
     click.echo(cfg.to_yaml(), nl=False)
 
 
+@site.command("queues")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def site_queues(name: str, overrides: tuple[str, ...]) -> None:
+    """The site's queues: nodes, walltime limit, purpose; * marks those picked by default."""
+    try:
+        cfg = load_site(name, overrides)
+    except SiteConfigError as e:
+        _fail(str(e))
+    queues = cfg.get("queues", {})
+    if not queues:
+        click.echo(f"site {cfg.name!r} has no queue table: give --queue if the site needs one")
+        return
+    click.echo(f"# {cfg.get('docs') or cfg.source}")
+    for qname, queue in queues.items():
+        low, high = queue["nodes"]
+        limits = queue.get("limits")
+        limit = (
+            ", ".join(f"{x['walltime']} ({x['nodes'][0]}-{x['nodes'][1]})" for x in limits)
+            if limits
+            else queue["walltime"]
+        )
+        mark = "*" if queue.get("auto", True) else " "
+        click.echo(
+            f"{mark} {qname:<15} {low:>5}-{high:<6} {limit:<24} {queue.get('purpose', '')}"
+        )
+
+
 def _job_options(f: _F) -> _F:
     options = [
         click.option(
@@ -68,9 +96,19 @@ def _job_options(f: _F) -> _F:
             help="Site name or path of a site YAML file.",
         ),
         click.option("--nodes", type=int, default=None, help="Number of nodes."),
-        click.option("--walltime", default=None, help="HH:MM:SS."),
+        click.option(
+            "--walltime",
+            default=None,
+            help="90 (minutes), 30:00, 01:30:00, 1-00:00:00, 90m or 1h30m.",
+        ),
         click.option("--account", "-A", default=None, help="Project/allocation."),
-        click.option("--queue", "-q", default=None, help="Queue (PBS) or partition (Slurm)."),
+        click.option(
+            "--queue",
+            "-q",
+            default=None,
+            help="Queue (PBS), partition (Slurm) or QOS (Perlmutter); default: the first of "
+            "the site's queues that fits the nodes and walltime.",
+        ),
         click.option(
             "--connector",
             type=click.Choice(CONNECTORS),
@@ -88,8 +126,29 @@ def _job_options(f: _F) -> _F:
             "--directive",
             "directives",
             multiple=True,
-            metavar="NAME=VALUE",
-            help="Replace a built-in directive (NAME= with no value skips it).",
+            metavar="NAME=VALUE|-OPTION",
+            help="Replace a built-in directive (NAME= skips it), or add one verbatim when it "
+            "starts with '-' (--directive '--gres=gpu:2', --directive '-l storage=gpfs').",
+        ),
+        click.option(
+            "--python-env",
+            default=None,
+            metavar="auto|none|PATH|conda:ENV",
+            help="Python environment the job activates (default: the site's python_env, "
+            "else the one running this command).",
+        ),
+        click.option(
+            "--dependency",
+            default=None,
+            metavar="[TYPE:]JOBID",
+            help="Start after another job: JOBID (afterok) or afterany:JOBID ...",
+        ),
+        click.option("--mail-user", default=None, help="Where the scheduler sends mail."),
+        click.option(
+            "--mail-type",
+            default=None,
+            metavar="BEGIN,END,FAIL|ALL|NONE",
+            help="When the scheduler sends mail.",
         ),
         click.option("--job-name", default="warpstore", show_default=True),
         click.argument("command", nargs=-1, required=True),
@@ -110,17 +169,36 @@ def _render(
     directives: tuple[str, ...],
     job_name: str,
     command: tuple[str, ...],
+    python_env: str | None = None,
+    dependency: str | None = None,
+    mail_user: str | None = None,
+    mail_type: str | None = None,
 ) -> tuple[SiteConfig, str]:
+    from warpstore.hpc.pyenv import PythonEnvError, resolve_python_env
     from warpstore.hpc.render import render_job_script
 
     parsed: dict[str, Any] = {}
+    verbatim: list[str] = []
     for item in directives:
+        if item.startswith("-"):
+            verbatim.append(item)  # an option as it appears after #PBS/#SBATCH
+            continue
         name, sep, value = item.partition("=")
         if not sep:
-            raise SiteConfigError(f"--directive {item!r}: use NAME=VALUE (NAME= to skip)")
+            raise SiteConfigError(
+                f"--directive {item!r}: use NAME=VALUE to replace a built-in directive "
+                "(NAME= to skip it), or give the option itself, e.g. --directive '--gres=gpu:2'"
+            )
         parsed[name] = value or None
     values = {"nodes": nodes, "walltime": walltime, "account": account, "queue": queue}
     cfg = load_site(site_name, overrides, values)
+    source = "--python-env" if python_env else f"{cfg.source}: key 'python_env'"
+    try:
+        env = resolve_python_env(python_env or cfg.get("python_env"), source)
+    except PythonEnvError as e:
+        raise SiteConfigError(str(e)) from None
+    for warning in env.warnings:
+        click.echo(f"warpstore: warning: {warning}", err=True)
     text = render_job_script(
         cfg,
         list(command),
@@ -129,6 +207,11 @@ def _render(
         connector=connector,
         job_name=job_name,
         directives=parsed,
+        extra_directives=verbatim,
+        python_env=env,
+        dependency=dependency,
+        mail_user=mail_user,
+        mail_type=mail_type,
     )
     return cfg, text
 
@@ -183,19 +266,18 @@ def submit(output: str | None, **kwargs: Any) -> None:
         job_id = do_submit(cfg.scheduler, path)
     except SchedulerError as e:
         _fail(str(e))
+    record_job(job_id, cfg.scheduler, cfg.name, os.path.abspath(path))
     click.echo(job_id)
 
 
 def _guess_scheduler(scheduler: str | None, job_id: str = "") -> str:
+    """--scheduler, else the scheduler `submit` recorded for this job, else the id's form."""
     if scheduler:
         return scheduler
-    if "." in job_id and shutil.which("qstat"):
-        return "pbs"  # PBS ids are NNN.server; Slurm ids are numbers
-    if shutil.which("sbatch"):
-        return "slurm"
-    if shutil.which("qsub"):
-        return "pbs"
-    _fail("no scheduler commands (sbatch, qsub) on PATH; give --scheduler")
+    try:
+        return scheduler_for_job(job_id)
+    except SchedulerError as e:
+        _fail(str(e))
     raise AssertionError
 
 

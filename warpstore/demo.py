@@ -38,7 +38,9 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="warpstore-demo-") as tmp:
         directory = store_dir or tmp
         array = np.arange(size_mib * (1 << 20) // 8, dtype=np.float64)
-        with Store("warpstore-demo", FileConnector(directory)) as store:
+        with Store(
+            "warpstore-demo", FileConnector(directory, clear=store_dir is None)
+        ) as store:
             proxy: Proxy[Any] = store.proxy(array, evict=True)
             blob = pickle.dumps(proxy)
             echo(f"put a {array.nbytes / 2**20:.0f} MiB array into {store.connector!r}")

@@ -12,6 +12,9 @@ tag       body
           (``descr``, ``fortran_order``, ``shape``; parsed with
           ``ast.literal_eval``, never eval/pickle) padded with spaces so that
           the raw buffer that follows starts at a multiple of 64 bytes
+``b'U'``  a user-registered serializer (:func:`register_serializer`): ``u16``
+          identifier length, the UTF-8 identifier, then what the user's
+          function returned
 ``b'P'``  pickle protocol 5: ``u32`` buffer count, ``u64`` length of the
           pickle stream and of each out-of-band buffer, the pickle stream,
           then the buffers. cloudpickle output uses the same tag (it is
@@ -46,7 +49,9 @@ __all__ = [
     "Deserializer",
     "Serializer",
     "deserialize",
+    "register_serializer",
     "serialize",
+    "unregister_serializer",
 ]
 
 BytesLike = bytes | bytearray | memoryview
@@ -57,7 +62,9 @@ _BYTES = b"B"
 _STR = b"S"
 _NUMPY = b"N"
 _PICKLE = b"P"
+_USER = b"U"
 
+_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _ALIGN = 64
@@ -178,6 +185,86 @@ def _deserialize_pickle(view: memoryview) -> Any:
     return pickle.loads(stream, buffers=buffers)
 
 
+class _UserSerializer:
+    __slots__ = ("deserialize", "identifier", "serialize", "types")
+
+    def __init__(
+        self,
+        identifier: str,
+        types: tuple[type, ...],
+        serialize: Callable[[Any], BytesLike],
+        deserialize: Callable[[memoryview], Any],
+    ) -> None:
+        self.identifier = identifier
+        self.types = types
+        self.serialize = serialize
+        self.deserialize = deserialize
+
+
+# Registration order is lookup order; the identifier is what the bytes carry.
+_user_serializers: dict[str, _UserSerializer] = {}
+
+
+def register_serializer(
+    identifier: str,
+    types: type | tuple[type, ...],
+    serializer: Callable[[Any], BytesLike],
+    deserializer: Callable[[memoryview], Any],
+    *,
+    replace: bool = False,
+) -> None:
+    """Serialize instances of ``types`` with your own functions, in every store.
+
+    The bytes carry ``identifier``, so a process that deserializes them must
+    have registered the same identifier (import the module that registers it
+    in your tasks). Checked before the built-in formats, in registration
+    order, with ``isinstance``. For one store or one call only, pass
+    ``serializer=``/``deserializer=`` to the Store or the call instead (as the
+    original allows).
+
+    Raises:
+        ValueError: ``identifier`` is empty, longer than 255 bytes, or taken
+            (unless ``replace``).
+    """
+    raw = identifier.encode("utf-8")
+    if not raw or len(raw) > 255:
+        raise ValueError(f"serializer identifier {identifier!r} must be 1-255 UTF-8 bytes")
+    if identifier in _user_serializers and not replace:
+        raise ValueError(f"a serializer named {identifier!r} is already registered")
+    types = types if isinstance(types, tuple) else (types,)
+    _user_serializers[identifier] = _UserSerializer(identifier, types, serializer, deserializer)
+
+
+def unregister_serializer(identifier: str) -> None:
+    """Remove a serializer added by :func:`register_serializer` (unknown names are ignored)."""
+    _user_serializers.pop(identifier, None)
+
+
+def _serialize_user(user: _UserSerializer, obj: Any) -> bytearray | memoryview:
+    try:
+        body = user.serialize(obj)
+    except Exception as e:
+        raise SerializationError(
+            f"serializer {user.identifier!r} failed on {type(obj).__qualname__}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    name = user.identifier.encode("utf-8")
+    return _assemble([_USER, _U16.pack(len(name)), name, body])
+
+
+def _deserialize_user(view: memoryview) -> Any:
+    (n,) = _U16.unpack_from(view, 1)
+    start = 1 + _U16.size
+    identifier = bytes(view[start : start + n]).decode("utf-8")
+    user = _user_serializers.get(identifier)
+    if user is None:
+        raise SerializationError(
+            f"data was written by serializer {identifier!r}, which is not registered in "
+            "this process (call register_serializer before reading it)"
+        )
+    return user.deserialize(view[start + n :])
+
+
 def serialize(obj: Any) -> bytearray | memoryview:
     """Turn ``obj`` into bytes, with no pickling for bytes, str and numpy arrays.
 
@@ -185,6 +272,15 @@ def serialize(obj: Any) -> bytearray | memoryview:
         SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
             the message names its type.
     """
+    proxy_module = sys.modules.get("warpstore.proxy")
+    if proxy_module is not None and issubclass(type(obj), proxy_module.Proxy):
+        # A proxy is stored as its factory (pickle calls its __reduce__). Any
+        # isinstance() below would ask the proxy's target, i.e. fetch it.
+        return _serialize_pickle(obj)
+    if _user_serializers:
+        for user in _user_serializers.values():
+            if isinstance(obj, user.types):
+                return _serialize_user(user, obj)
     if isinstance(obj, bytes | bytearray | memoryview):
         return _assemble([_BYTES, obj])
     if type(obj) is str:
@@ -218,6 +314,8 @@ def deserialize(data: BytesLike) -> Any:
             return _deserialize_numpy(view)
         if tag == _PICKLE:
             return _deserialize_pickle(view)
+        if tag == _USER:
+            return _deserialize_user(view)
     except SerializationError:
         raise
     except Exception as e:

@@ -10,9 +10,16 @@ background with ``PBS_JOBID``, ``PBS_NODEFILE``, ``PBS_O_WORKDIR``,
 ``PBS_JOBNAME`` set, its output joined into ``<name>.o<N>`` as ``-j oe`` asks.
 ``qstat -x -f -F json`` and ``qdel`` read and act on the job records.
 
-State lives in ``$PBS_STANDIN_DIR``. If ``$PBS_STANDIN_REQUIRE`` lists resource
-names (``filesystems,walltime``), a script without them is refused, as a site's
-queue rules would.
+State lives in ``$PBS_STANDIN_DIR``. ``$PBS_STANDIN_SYSTEM`` (polaris, aurora,
+generic) picks the rule book in ``facts.py``, written from each system's own
+documentation and not from warpstore's site configs: ``qsub`` refuses unknown
+``-l`` resources (job-wide and inside ``select``), a missing ``-A`` where the
+system requires one, file systems the system does not have, unknown queues and
+jobs outside a queue's node range or walltime limit, as the real one does.
+
+The job runs as a login shell would start it: its PATH is
+``$PBS_STANDIN_LOGIN_PATH`` (what /etc/profile gives, without the submitter's
+virtual environment) with the site's commands (``site-bin``) in front.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from facts import SYSTEMS
 
 STATE = Path(os.environ.get("PBS_STANDIN_DIR", "/tmp/pbs-standin"))
 KNOWN = {"-N", "-A", "-q", "-l", "-j", "-o", "-e", "-m", "-M", "-V", "-W", "-r", "-k"}
@@ -70,11 +81,87 @@ def _resources(opts: dict[str, list[str]]) -> dict[str, str]:
     return res
 
 
-def _nodes(select: str) -> int:
-    first = select.split(":")[0]
-    if not first.isdigit():
-        raise SystemExit(f"qsub: illegal attribute or resource value Resource_List.select={select}")
-    return int(first)
+def _nodes(select: str, chunk_resources: set[str]) -> int:
+    total = 0
+    for chunk in select.split("+"):
+        parts = chunk.split(":")
+        if not parts[0].isdigit():
+            raise SystemExit(
+                f"qsub: illegal attribute or resource value Resource_List.select={select}"
+            )
+        total += int(parts[0])
+        for part in parts[1:]:
+            name, sep, value = part.partition("=")
+            if not sep or not value:
+                raise SystemExit(f"qsub: illegal attribute or resource value {part}")
+            if name not in chunk_resources:
+                raise SystemExit(f"qsub: Unknown resource {name}")
+    return total
+
+
+def _walltime(text: str) -> int:
+    """PBS reads [[hours:]minutes:]seconds[.ms]."""
+    parts = text.split(".")[0].split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise SystemExit(f"qsub: illegal attribute or resource value Resource_List.walltime={text}")
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return seconds
+
+
+def _check(opts: dict[str, list[str]], res: dict[str, str], system: dict[str, Any]) -> int:
+    """Nodes of the job, or SystemExit with the real qsub's refusal."""
+    job_resources = system["job_resources"]
+    for name in res:
+        if name not in job_resources:
+            raise SystemExit(f"qsub: Unknown resource Resource_List.{name}")
+    if system["require_account"] and not opts.get("-A"):
+        raise SystemExit("qsub: Account_Name is required: give -A <project>")
+    for need in system["require"]:
+        if need not in res:
+            raise SystemExit(f"qsub: Resource_List.{need} is required")
+    chunk = system["chunk_resources"]
+    nodes = _nodes(res["select"], chunk)
+    valid_fs = system["filesystems"]
+    if "filesystems" in res:
+        asked = [f for f in res["filesystems"].split(":") if f]
+        bad = [f for f in asked if valid_fs is None or f not in valid_fs]
+        if bad or not asked:
+            valid = ", ".join(sorted(valid_fs)) if valid_fs else "none"
+            raise SystemExit(
+                f"qsub: invalid filesystem(s) {':'.join(bad) or '(none)'}; "
+                f"valid_filesystems: {valid}"
+            )
+    for keep in opts.get("-k", []):
+        if not keep or set(keep) - set("oedn") or ("n" in keep and len(keep) > 1):
+            raise SystemExit(f"qsub: illegal -k value {keep}")
+    queues = system["queues"]
+    queue = opts.get("-q", [system["default_queue"]])[-1]
+    if queue is None:
+        raise SystemExit("qsub: no queue given (-q) and this server has no default queue")
+    if queue not in queues:
+        raise SystemExit(f"qsub: Unknown queue {queue}")
+    rules = queues[queue]
+    seconds = _walltime(res["walltime"]) if "walltime" in res else 0
+    low, high = rules["nodes"]
+    limit = rules["walltime"]
+    for (r_low, r_high), r_limit in rules.get("route", []):
+        if r_low <= nodes <= r_high:
+            limit = r_limit
+    if not low <= nodes <= high:
+        raise SystemExit(
+            f"qsub: Job violates queue and/or server resource limits "
+            f"(queue {queue}: {low}-{high} nodes, job: {nodes})"
+        )
+    min_walltime = system["min_walltime"]
+    if seconds and not min_walltime <= seconds <= limit:
+        raise SystemExit(
+            f"qsub: Job violates queue and/or server resource limits "
+            f"(queue {queue}: walltime {min_walltime}-{limit} s for {nodes} nodes, "
+            f"job: {seconds} s)"
+        )
+    return nodes
 
 
 def qsub(argv: list[str]) -> int:
@@ -82,19 +169,17 @@ def qsub(argv: list[str]) -> int:
         print("usage: qsub [options] script", file=sys.stderr)
         return 2
     script = argv[-1]
-    opts = _parse(_directives(script) + argv[:-1])  # command line wins, as in PBS
-    res = _resources(opts)
-    for need in filter(None, os.environ.get("PBS_STANDIN_REQUIRE", "").split(",")):
-        if need == "account" and "-A" not in opts:
-            print("qsub: Account_Name is required (-A)", file=sys.stderr)
-            return 1
-        if need != "account" and need not in res:
-            print(f"qsub: Resource_List.{need} is required for this queue", file=sys.stderr)
-            return 1
-    if "select" not in res:
-        print("qsub: Resource_List.select is required", file=sys.stderr)
+    system_name = os.environ.get("PBS_STANDIN_SYSTEM", "generic")
+    if system_name not in SYSTEMS:
+        print(f"qsub stand-in: unknown PBS_STANDIN_SYSTEM {system_name!r}", file=sys.stderr)
+        return 2
+    try:
+        opts = _parse(_directives(script) + argv[:-1])  # command line wins, as in PBS
+        res = _resources(opts)
+        nodes = _check(opts, res, SYSTEMS[system_name])
+    except SystemExit as e:
+        print(e.code, file=sys.stderr)
         return 1
-    nodes = _nodes(res["select"])
     STATE.mkdir(parents=True, exist_ok=True)
     counter = STATE / "next_id"
     number = int(counter.read_text()) if counter.exists() else 1000
@@ -107,12 +192,13 @@ def qsub(argv: list[str]) -> int:
         "job_state": "Q",
         "Job_Name": name,
         "Resource_List": res,
-        "queue": opts.get("-q", ["workq"])[-1],
+        "queue": opts.get("-q", [SYSTEMS[system_name]["default_queue"]])[-1],
         "Account_Name": opts.get("-A", [None])[-1],
         "script": os.path.abspath(script),
         "workdir": os.getcwd(),
         "output": os.path.join(os.getcwd(), opts.get("-o", [f"{name}.o{number}"])[-1]),
         "nodefile": str(nodefile),
+        "kill_delay": SYSTEMS[system_name]["kill_delay"],
     }
     (STATE / f"{job_id}.json").write_text(json.dumps(record))
     subprocess.Popen(
@@ -126,6 +212,21 @@ def qsub(argv: list[str]) -> int:
     return 0
 
 
+def _signal_job(job_id: str, sig: int) -> None:
+    """Signal every process of the job: those whose environment carries its PBS_JOBID."""
+    marker = f"PBS_JOBID={job_id}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read():
+                    continue
+            os.kill(int(entry), sig)
+        except OSError:
+            continue
+
+
 def _run(job_id: str) -> int:
     path = STATE / f"{job_id}.json"
     record = json.loads(path.read_text())
@@ -137,6 +238,10 @@ def _run(job_id: str) -> int:
         "PBS_O_WORKDIR": record["workdir"],
         "PBS_QUEUE": record["queue"],
     }
+    login_path = os.environ.get("PBS_STANDIN_LOGIN_PATH")
+    if login_path is not None:  # the login shell's PATH, without the submitter's venv
+        env["PATH"] = login_path
+        env.pop("VIRTUAL_ENV", None)
     site_bin = os.environ.get("PBS_STANDIN_SITE_BIN")
     if site_bin:  # the site's own commands (module, conda, PALS mpiexec), see site-bin/
         env["PATH"] = site_bin + os.pathsep + env.get("PATH", "")
@@ -152,7 +257,22 @@ def _run(job_id: str) -> int:
         )
         record.update(job_state="R", pid=proc.pid, start=time.time())
         path.write_text(json.dumps(record))
-        rc = proc.wait()
+        walltime = record["Resource_List"].get("walltime")
+        try:
+            rc = proc.wait(timeout=_walltime(walltime) if walltime else None)
+        except subprocess.TimeoutExpired:
+            # as PBS at the walltime: SIGTERM to every process of the job (PBS tracks them
+            # all, not just one process group), SIGKILL to what is left after the server's
+            # kill_delay, and a comment saying why
+            record["comment"] = f"job killed: walltime exceeded limit {walltime}"
+            _signal_job(job_id, signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=record.get("kill_delay", 10))
+            except subprocess.TimeoutExpired:
+                rc = -signal.SIGKILL
+            time.sleep(0.5)  # what the launcher still stops on its way out
+            _signal_job(job_id, signal.SIGKILL)
+            proc.wait()
     record.update(job_state="F", Exit_status=rc if rc >= 0 else 256 - rc, end=time.time())
     path.write_text(json.dumps(record))
     return 0

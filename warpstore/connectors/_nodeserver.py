@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.serialize import BytesLike
 from warpstore.server.protocol import Op, Status
 from warpstore.server.runtime import load_token
@@ -32,7 +33,7 @@ __all__ = ["NodeServerConnector"]
 logger = logging.getLogger(__name__)
 
 
-class NodeServerConnector:
+class NodeServerConnector(ConnectorMixin):
     """Stores objects in the memory of node servers; subclasses pick the transport.
 
     Args:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from warpstore.connectors.daos_adapter import DAOSDict
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.serialize import BytesLike
 
 __all__ = ["DAOSConnector", "DAOSKey"]
@@ -33,7 +34,7 @@ class DAOSKey(NamedTuple):
     size: int
 
 
-class DAOSConnector:
+class DAOSConnector(ConnectorMixin):
     """Stores objects in a DAOS container's dictionary.
 
     Args:

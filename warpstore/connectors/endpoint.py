@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.endpoint.client import EndpointClient
 from warpstore.endpoint.config import list_endpoints
 from warpstore.exceptions import ConnectorError
@@ -28,7 +29,7 @@ class EndpointKey(NamedTuple):
     endpoint_id: str
 
 
-class EndpointConnector:
+class EndpointConnector(ConnectorMixin):
     """Objects kept by endpoints; any endpoint can fetch from any other through the relay."""
 
     def __init__(self, endpoints: Sequence[str], timeout: float = 120.0) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.exceptions import ConnectorError, StoreFullError
 from warpstore.serialize import BytesLike
 
@@ -30,10 +31,18 @@ class FileKey(NamedTuple):
     filename: str
 
 
-class FileConnector:
-    """Stores objects as files under ``store_dir`` (local or shared)."""
+class FileConnector(ConnectorMixin):
+    """Stores objects as files under ``store_dir`` (local or shared).
 
-    def __init__(self, store_dir: str | os.PathLike[str], *, clear: bool = False) -> None:
+    Args:
+        store_dir: the directory (created if missing).
+        clear: remove ``store_dir`` and everything in it on :meth:`close`.
+            The default (``True``) is the original's: a store's directory is
+            scratch space of the program that made it. Pass ``clear=False``
+            for a directory that other programs or later runs still read.
+    """
+
+    def __init__(self, store_dir: str | os.PathLike[str], clear: bool = True) -> None:
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         self.clear = clear
         try:
@@ -53,12 +62,15 @@ class FileConnector:
         return os.path.join(self.store_dir, name)
 
     def close(self, clear: bool | None = None) -> None:
-        """Remove the directory if this connector was made with ``clear=True``."""
+        """Remove the directory if ``clear`` (default: the constructor's ``clear``)."""
         if self.clear if clear is None else clear:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
     def config(self) -> dict[str, Any]:
-        return {"store_dir": self.store_dir, "clear": self.clear}
+        # A connector rebuilt from this config (by a proxy resolving in
+        # another process, a worker's store...) is a reader of the directory,
+        # never its owner: closing it must not delete what others still use.
+        return {"store_dir": self.store_dir, "clear": False}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FileConnector:

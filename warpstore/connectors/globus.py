@@ -7,43 +7,155 @@ one transfer to every other collection; a ``get`` on another site waits for
 the transfer into its directory to succeed (polling), then reads the file.
 The key carries the transfer task ids, so any process can wait on them.
 
-Which collection is "this host's" is decided by ``host_pattern`` (regular
+Which collection is "this host's" is decided by ``host_regex`` (regular
 expressions matched against the host name), as in the original design. All
 globus-sdk calls are in :mod:`warpstore.connectors.globus_adapter`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from warpstore.connectors.globus_adapter import make_adapter
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.exceptions import ConnectorConnectionError, ConnectorError
 from warpstore.serialize import BytesLike
 
-__all__ = ["GlobusConnector", "GlobusEndpoint", "GlobusKey"]
+__all__ = ["GlobusConnector", "GlobusEndpoint", "GlobusEndpoints", "GlobusKey"]
 
 
-@dataclass(frozen=True)
 class GlobusEndpoint:
     """One site: its collection UUID, the directory on it, that directory's local path
-    on this site's hosts, and the host names that belong to the site."""
+    on this site's hosts, and the host names that belong to the site.
 
-    uuid: str
-    endpoint_path: str
-    local_path: str
-    host_pattern: str | list[str]
+    Args:
+        uuid: the Globus collection (endpoint) UUID.
+        endpoint_path: the directory on the collection.
+        local_path: the same directory as seen from this site's hosts.
+        host_regex: regular expression(s) matched against the host name
+            (the original's name; ``host_pattern`` is accepted too).
+    """
+
+    __slots__ = ("endpoint_path", "host_regex", "local_path", "uuid")
+
+    def __init__(
+        self,
+        uuid: str,
+        endpoint_path: str,
+        local_path: str | None,
+        host_regex: str | re.Pattern[str] | list[str] | None = None,
+        *,
+        host_pattern: str | list[str] | None = None,
+    ) -> None:
+        regex = host_regex if host_regex is not None else host_pattern
+        if regex is None:
+            raise TypeError("GlobusEndpoint needs host_regex")
+        if isinstance(regex, re.Pattern):
+            regex = regex.pattern
+        self.uuid = uuid
+        self.endpoint_path = endpoint_path
+        self.local_path = local_path if local_path is not None else endpoint_path
+        self.host_regex: str | list[str] = regex
+
+    @property
+    def host_pattern(self) -> str | list[str]:
+        """Alias of :attr:`host_regex` (this project's earlier name)."""
+        return self.host_regex
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobusEndpoint(uuid={self.uuid!r}, endpoint_path={self.endpoint_path!r}, "
+            f"local_path={self.local_path!r}, host_regex={self.host_regex!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GlobusEndpoint):
+            return NotImplemented
+        return self.dict() == other.dict()
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    def dict(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "endpoint_path": self.endpoint_path,
+            "local_path": self.local_path,
+            "host_regex": self.host_regex,
+        }
 
     def matches(self, host: str) -> bool:
-        patterns = [self.host_pattern] if isinstance(self.host_pattern, str) else self.host_pattern
+        patterns = [self.host_regex] if isinstance(self.host_regex, str) else self.host_regex
         return any(re.search(p, host) for p in patterns)
+
+
+class GlobusEndpoints:
+    """The sites of a :class:`GlobusConnector`, by UUID (the original's collection type).
+
+    Args:
+        endpoints: at least one :class:`GlobusEndpoint`, UUIDs unique.
+    """
+
+    def __init__(self, endpoints: Iterable[GlobusEndpoint]) -> None:
+        self._endpoints: dict[str, GlobusEndpoint] = {}
+        for e in endpoints:
+            if e.uuid in self._endpoints:
+                raise ValueError(f"Globus endpoint {e.uuid} is given twice")
+            self._endpoints[e.uuid] = e
+        if not self._endpoints:
+            raise ValueError("GlobusEndpoints needs at least one endpoint")
+
+    def __getitem__(self, uuid: str) -> GlobusEndpoint:
+        try:
+            return self._endpoints[uuid]
+        except KeyError:
+            raise KeyError(f"no Globus endpoint with UUID {uuid}") from None
+
+    def __iter__(self) -> Iterator[GlobusEndpoint]:
+        return iter(self._endpoints.values())
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def __repr__(self) -> str:
+        return f"GlobusEndpoints({list(self._endpoints.values())!r})"
+
+    @classmethod
+    def from_dict(cls, json_object: Mapping[str, Mapping[str, Any]]) -> GlobusEndpoints:
+        """From ``{uuid: {"endpoint_path": ..., "local_path": ..., "host_regex": ...}}``."""
+        return cls(GlobusEndpoint(uuid=uuid, **dict(p)) for uuid, p in json_object.items())
+
+    @classmethod
+    def from_json(cls, json_file: str | os.PathLike[str]) -> GlobusEndpoints:
+        """Read the :meth:`from_dict` form from a JSON file."""
+        with open(json_file) as f:
+            return cls.from_dict(json.load(f))
+
+    def dict(self) -> dict[str, dict[str, Any]]:
+        """The :meth:`from_dict` form."""
+        return {
+            uuid: {k: v for k, v in e.dict().items() if k != "uuid"}
+            for uuid, e in self._endpoints.items()
+        }
+
+    def get_by_host(self, host: str) -> GlobusEndpoint:
+        """The endpoint whose ``host_regex`` matches ``host``.
+
+        Raises:
+            ValueError: no endpoint matches.
+        """
+        for e in self:
+            if e.matches(host):
+                return e
+        raise ValueError(f"host {host} matches no Globus endpoint's host_regex")
 
 
 class GlobusKey(NamedTuple):
@@ -53,23 +165,28 @@ class GlobusKey(NamedTuple):
     task_ids: tuple[str, ...]
 
 
-class GlobusConnector:
+class GlobusConnector(ConnectorMixin):
     """Objects as files on Globus collections, copied to every site by transfer tasks.
 
     Args:
         endpoints: the sites (at least two), as :class:`GlobusEndpoint` or dicts.
         polling_interval: seconds between task status checks while waiting.
         timeout: seconds a ``get`` waits for a transfer before giving up.
-        clear: delete, on :meth:`close`, every object this connector put.
+        clear: delete, on :meth:`close`, every object this connector put
+            (default ``True``, as the original).
     """
 
     def __init__(
         self,
-        endpoints: Sequence[GlobusEndpoint | dict[str, Any]],
+        endpoints: GlobusEndpoints
+        | Sequence[GlobusEndpoint | dict[str, Any]]
+        | Mapping[str, Mapping[str, Any]],
         polling_interval: float = 1.0,
         timeout: float = 60.0,
-        clear: bool = False,
+        clear: bool = True,
     ) -> None:
+        if isinstance(endpoints, Mapping):  # the original's {uuid: {...}} form
+            endpoints = GlobusEndpoints.from_dict(endpoints)
         self.endpoints = [
             e if isinstance(e, GlobusEndpoint) else GlobusEndpoint(**e) for e in endpoints
         ]
@@ -88,8 +205,8 @@ class GlobusConnector:
             if endpoint.matches(host):
                 return endpoint
         raise ConnectorError(
-            f"host {host} matches no Globus endpoint's host_pattern ("
-            + ", ".join(f"{e.uuid}: {e.host_pattern}" for e in self.endpoints)
+            f"host {host} matches no Globus endpoint's host_regex ("
+            + ", ".join(f"{e.uuid}: {e.host_regex}" for e in self.endpoints)
             + ")"
         )
 
@@ -106,7 +223,7 @@ class GlobusConnector:
 
     def config(self) -> dict[str, Any]:
         return {
-            "endpoints": [asdict(e) for e in self.endpoints],
+            "endpoints": [e.dict() for e in self.endpoints],
             "polling_interval": self.polling_interval,
             "timeout": self.timeout,
             "clear": self.clear,

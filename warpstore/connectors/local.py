@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.serialize import BytesLike
 
 __all__ = ["LocalConnector", "LocalKey"]
@@ -27,7 +28,7 @@ class LocalKey(NamedTuple):
     id: str
 
 
-class LocalConnector:
+class LocalConnector(ConnectorMixin):
     """Keeps serialized objects in this process's memory."""
 
     def __init__(self, *, store_id: str | None = None) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from warpstore.connectors.protocols import connector_from_path, connector_path
+from warpstore.connectors.protocols import ConnectorMixin, connector_from_path, connector_path
 from warpstore.exceptions import ConnectorError
 from warpstore.serialize import BytesLike
 
@@ -93,7 +93,7 @@ class MultiKey(NamedTuple):
     connector_key: Any
 
 
-class MultiConnector:
+class MultiConnector(ConnectorMixin):
     """Routes each object to one of several connectors by :class:`Policy`."""
 
     def __init__(self, connectors: dict[str, tuple[Any, Policy]]) -> None:

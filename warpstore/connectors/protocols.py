@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from warpstore.serialize import BytesLike
 
 __all__ = [
     "Connector",
+    "ConnectorMixin",
     "DeferrableConnector",
     "connector_from_path",
     "connector_path",
@@ -69,6 +71,25 @@ class DeferrableConnector(Connector[KeyT], Protocol[KeyT]):
 
     def set(self, key: KeyT, obj: BytesLike) -> None:
         """Store ``obj`` under a key from :meth:`new_key`."""
+
+
+class ConnectorMixin:
+    """Makes a connector a context manager: ``with FileConnector(d) as c:`` closes it.
+
+    Every built-in connector inherits it; a user's connector may too (the
+    Protocol does not require it).
+    """
+
+    def __enter__(self: Any) -> Any:
+        return self
+
+    def __exit__(
+        self: Any,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def connector_path(connector: Connector[Any] | type) -> str:

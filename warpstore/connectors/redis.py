@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from warpstore.connectors.protocols import ConnectorMixin
 from warpstore.exceptions import ConnectorConnectionError, ConnectorError
 from warpstore.serialize import BytesLike
 
@@ -21,7 +22,7 @@ class RedisKey(NamedTuple):
     redis_key: str
 
 
-class RedisConnector:
+class RedisConnector(ConnectorMixin):
     """Stores objects in a Redis server.
 
     ``hostname`` may be a plain host name (with ``port``) or a URL

@@ -131,7 +131,7 @@ def connector_from_site(
                 if job_dir is not None
                 else os.path.join(site.get("local_scratch") or "/tmp", "warpstore-files")
             )
-        return FileConnector(os.path.expandvars(str(store_dir)))
+        return FileConnector(os.path.expandvars(str(store_dir)), clear=False)  # shared by all tasks
     raise NotImplementedError(
         f"site {site.name!r} asks for the {kind!r} connector, which this version of warpstore "
         "does not provide (available: zmq, ucx, margo, daos, redis, file); use --connector "

@@ -5,17 +5,36 @@ may print ``id;cluster``; PBS ids are ``NNN.server``), show the scheduler's
 stderr when a submit fails, and never read "the scheduler no longer knows this
 job" as success: a finished job's state comes from ``sacct`` (falling back to
 ``squeue``) or ``qstat -x``.
+
+Which scheduler a job belongs to comes from the job, never from which client
+commands happen to be installed: ``submit`` records each job it submits
+(``$XDG_STATE_HOME/warpstore/jobs.jsonl``), and an unrecorded id is read by its
+form (PBS: ``NNN.server``; Slurm: digits, ``NNN_K`` array tasks, ``NNN+K``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["JobState", "SchedulerError", "cancel", "job_state", "submit"]
+__all__ = [
+    "JobState",
+    "SchedulerError",
+    "cancel",
+    "job_state",
+    "record_job",
+    "scheduler_for_job",
+    "submit",
+]
+
+_PBS_ID = re.compile(r"^\d+(\[\d*\])?\.[\w.-]+$")
+_SLURM_ID = re.compile(r"^\d+([_+]\d+)?$")
 
 _COMMANDS = {
     "pbs": {"submit": "qsub", "status": "qstat", "cancel": "qdel"},
@@ -33,6 +52,63 @@ class JobState:
     state: str  # the scheduler's own word (RUNNING, COMPLETED, F, R, ...) or UNKNOWN
     exit_code: int | None
     source: str  # which command answered
+
+
+def _jobs_file() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "warpstore" / "jobs.jsonl"
+
+
+def record_job(job_id: str, scheduler: str, site: str, script: str) -> None:
+    """Remember which scheduler took ``job_id`` (best effort: a read-only home is no error)."""
+    path = _jobs_file()
+    line = json.dumps(
+        {"job_id": job_id, "scheduler": scheduler, "site": site, "script": script,
+         "submitted": time.time()}
+    )  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+
+
+def _recorded(job_id: str) -> str | None:
+    try:
+        lines = _jobs_file().read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        recorded = str(entry.get("job_id", ""))
+        if recorded == job_id or (
+            "." in recorded and recorded.split(".")[0] == job_id and job_id.isdigit()
+        ):
+            scheduler = entry.get("scheduler")
+            if scheduler in _COMMANDS:
+                return str(scheduler)
+    return None
+
+
+def scheduler_for_job(job_id: str) -> str:
+    """pbs or slurm for ``job_id``: as recorded by ``submit``, else from the id's form."""
+    recorded = _recorded(job_id)
+    if recorded:
+        return recorded
+    if _PBS_ID.match(job_id):
+        return "pbs"
+    if _SLURM_ID.match(job_id):
+        return "slurm"
+    raise SchedulerError(
+        f"cannot tell the scheduler of job {job_id!r} (not submitted from here, and not of "
+        "the form NNN.server (PBS) or NNN (Slurm)): give --scheduler pbs or --scheduler slurm"
+    )
 
 
 def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:

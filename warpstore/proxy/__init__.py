@@ -53,18 +53,22 @@ _rebuild_proxy = _rebuild_proxy
 
 T = TypeVar("T")
 
+# The helpers read the proxy's own attributes directly, skipping the
+# proxy's __getattribute__ (which forwards everything else to the target).
+_oga = object.__getattribute__
+
 
 def extract(proxy: Proxy[T]) -> T:
     """Return the target itself (resolving if needed), for code that needs the real type.
 
     A failing factory runs once and raises :class:`ProxyResolveError`.
     """
-    return proxy.__proxy_wrapped__
+    return cast(T, _oga(proxy, "__proxy_wrapped__"))
 
 
 def is_resolved(proxy: Proxy[Any]) -> bool:
     """Tell whether the target is already local, without resolving it."""
-    return proxy.__proxy_resolved__
+    return cast(bool, _oga(proxy, "__proxy_resolved__"))
 
 
 def resolve(proxy: Proxy[Any]) -> None:
@@ -72,7 +76,7 @@ def resolve(proxy: Proxy[Any]) -> None:
 
     A failing factory runs once and raises :class:`ProxyResolveError`.
     """
-    proxy.__proxy_wrapped__  # noqa: B018 - the property resolves
+    _oga(proxy, "__proxy_wrapped__")  # the property (a subclass's, if refined) resolves
 
 
 def resolve_async(proxy: Proxy[Any]) -> None:
@@ -96,7 +100,7 @@ def resolve_async(proxy: Proxy[Any]) -> None:
 
 def get_factory(proxy: Proxy[T]) -> FactoryType[T]:
     """Return the factory (without resolving), e.g. to inspect its key."""
-    return cast(FactoryType[T], proxy.__proxy_factory__)
+    return cast(FactoryType[T], _oga(proxy, "__proxy_factory__"))
 
 
 class ProxyLocker(Generic[T]):

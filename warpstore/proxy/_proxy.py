@@ -45,6 +45,18 @@ _oga = object.__getattribute__
 _osa = object.__setattr__
 _oda = object.__delattr__
 
+
+class _Unset:
+    """Held in the target slot of an unresolved proxy."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unresolved>"
+
+
+_UNSET: Any = _Unset()
+
 # Names a class body defines for the class itself (or that typing adds); on a
 # proxy instance they must describe the target, as they do for the original.
 _FORWARDED = frozenset(
@@ -118,18 +130,70 @@ def _resolve_slow(proxy: Proxy[Any]) -> Any:
     return _oga(proxy, "__proxy_wrapped__")
 
 
-def _class_of(proxy: Proxy[Any]) -> Any:
+def _stored(proxy: Proxy[Any]) -> Any:
+    """The target if resolved, else ``_UNSET``.
+
+    An unresolved proxy holds ``_UNSET`` in its target slot rather than
+    leaving the slot empty, so telling the two apart raises no exception:
+    that keeps ``isinstance`` and ``hash`` of an unresolved proxy cheap. (An
+    empty slot, left by ``object.__delattr__`` as the original's subclasses
+    do, also reads as unresolved.)
+    """
     try:
-        target = _target_get(proxy)
+        return _target_get(proxy)
     except AttributeError:
-        try:
-            default = _default_class_get(proxy)
-        except AttributeError:
-            default = None
-        if default is not None:
-            return default
-        target = _resolve_slow(proxy)
-    return target.__class__
+        return _UNSET
+
+
+def _own(proxy: Proxy[Any], name: str) -> Any:
+    """An attribute the proxy answers itself; ``__class__`` may come from the cache."""
+    if name == "__class__":
+        target = _stored(proxy)
+        if target is _UNSET:
+            try:
+                default = _default_class_get(proxy)
+            except AttributeError:
+                default = None
+            if default is not None:
+                return default
+            target = _resolve_slow(proxy)
+        return target.__class__
+    value = _oga(proxy, name)
+    if value is _UNSET:  # "__proxy_target__" of an unresolved proxy
+        raise AttributeError(name)
+    return value
+
+
+# Types whose attribute lookup is CPython's generic one (their slot wrapper
+# shows which type defined it; a class defining its own __getattribute__ has
+# a function there, or a wrapper of another type).
+_GENERIC_GETATTR = frozenset(
+    {object, int, float, complex, bool, str, bytes, bytearray, tuple, list, dict, set, frozenset}
+)
+
+
+def _refuse_absent(proxy: Proxy[Any], name: str) -> None:
+    """Raise AttributeError, without fetching, for a name the target cannot have.
+
+    Frameworks probe what they are handed (``hasattr(x, "__dask_graph__")``,
+    ``__dask_tokenize__``, ``__cuda_array_interface__``...). When the cached
+    class gives its instances no ``__dict__``, no ``__getattr__`` and the
+    standard attribute lookup (numpy arrays, tuples, str, slotted classes),
+    an instance has exactly the attributes its class has, so a name the class
+    lacks is answered "absent" here instead of by a transfer.
+    """
+    try:
+        cls = _default_class_get(proxy)
+    except AttributeError:
+        return
+    if (
+        cls is not None
+        and cls.__dictoffset__ == 0
+        and getattr(cls.__getattribute__, "__objclass__", None) in _GENERIC_GETATTR
+        and not hasattr(cls, "__getattr__")
+        and not hasattr(cls, name)
+    ):
+        raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
 
 
 def _importable(cls: type) -> bool:
@@ -145,6 +209,8 @@ def _binary(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any]:
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         return op(target, other)
 
@@ -157,6 +223,8 @@ def _reflected(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[Any], Any], Any
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         return op(other, target)
 
@@ -170,6 +238,8 @@ def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Proxy[T], Any], Proxy[T
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         _target_set(self, op(target, other))
         return self
@@ -182,6 +252,8 @@ def _unary(op: Callable[[Any], Any]) -> Callable[[Proxy[Any]], Any]:
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         return op(target)
 
@@ -231,12 +303,17 @@ class Proxy(Generic[T]):
         if not callable(factory):
             raise TypeError(f"Proxy factory must be callable, got {type(factory).__name__}")
         _factory_set(self, factory)
+        # Every slot is filled: reading an empty one raises AttributeError,
+        # which costs microseconds on CPython 3.11 (more than a resolve).
+        _pending_set(self, None)
         default_class: DefaultClassType = None
         default_hash: DefaultHashType = None
-        if target is not None:
+        if target is None:
+            _target_set(self, _UNSET)
+        else:
             _target_set(self, target)
             if cache_defaults:
-                default_class = type(target)
+                default_class = target.__class__
                 try:
                     default_hash = hash(target)
                 except TypeError as e:
@@ -254,12 +331,27 @@ class Proxy(Generic[T]):
 
     def __getattribute__(self, name: str) -> Any:
         if name in _OWN:
-            if name == "__class__":
-                return _class_of(self)
-            return _oga(self, name)
+            if name == "__class__":  # isinstance asks for it: keep it short
+                try:
+                    target = _target_get(self)
+                except AttributeError:
+                    target = _UNSET
+                if target is _UNSET:
+                    try:
+                        default = _default_class_get(self)
+                    except AttributeError:  # made without __init__
+                        default = None
+                    if default is not None:
+                        return default
+                    target = _resolve_slow(self)
+                return target.__class__
+            return _own(self, name)
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
+            _refuse_absent(self, name)
             target = _resolve_slow(self)
         return getattr(target, name)
 
@@ -267,18 +359,13 @@ class Proxy(Generic[T]):
 
     @property
     def __proxy_resolved__(self) -> bool:
-        try:
-            _target_get(self)
-        except AttributeError:
-            return False
-        return True
+        return _stored(self) is not _UNSET
 
     @property
     def __proxy_wrapped__(self) -> T:
-        try:
-            return _target_get(self)  # type: ignore[no-any-return]
-        except AttributeError:
-            pass
+        target = _stored(self)
+        if target is not _UNSET:
+            return target  # type: ignore[no-any-return]
         try:
             pending: _Pending | None = _pending_get(self)
         except AttributeError:
@@ -304,7 +391,7 @@ class Proxy(Generic[T]):
     @__proxy_wrapped__.deleter
     def __proxy_wrapped__(self) -> None:
         _pending_set(self, None)
-        _target_del(self)
+        _target_set(self, _UNSET)
 
     # lazy-object-proxy's names, kept for code written against warpstore 0.1
     @property
@@ -329,6 +416,8 @@ class Proxy(Generic[T]):
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             try:
                 default = _default_hash_get(self)
             except AttributeError:
@@ -345,9 +434,8 @@ class Proxy(Generic[T]):
         # Never resolves: a debugger, a log line or a scheduler printing the
         # proxy must not trigger a transfer.
         factory = _factory_get(self)
-        try:
-            target = _target_get(self)
-        except AttributeError:
+        target = _stored(self)
+        if target is _UNSET:
             return f"<{type(self).__name__} at {id(self):#x} with factory {factory!r}>"
         return (
             f"<{type(self).__name__} at {id(self):#x} wrapping {type(target).__name__} "
@@ -471,6 +559,8 @@ class Proxy(Generic[T]):
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         target[key] = value
 
@@ -478,6 +568,8 @@ class Proxy(Generic[T]):
         try:
             target = _target_get(self)
         except AttributeError:
+            target = _UNSET
+        if target is _UNSET:
             target = _resolve_slow(self)
         return target(*args, **kwargs)
 
@@ -515,7 +607,6 @@ ProxyOr: TypeAlias = Proxy[T] | T
 
 _target_get = Proxy.__dict__["__proxy_target__"].__get__
 _target_set = Proxy.__dict__["__proxy_target__"].__set__
-_target_del = Proxy.__dict__["__proxy_target__"].__delete__
 _factory_get = Proxy.__dict__["__proxy_factory__"].__get__
 _factory_set = Proxy.__dict__["__proxy_factory__"].__set__
 _default_class_get = Proxy.__dict__["__proxy_default_class__"].__get__
@@ -572,9 +663,7 @@ def _prepare_subclass(cls: type) -> None:
 
         def __getattribute__(self: Proxy[Any], name: str) -> Any:
             if name in own:
-                if name == "__class__":
-                    return _class_of(self)
-                return _oga(self, name)
+                return _own(self, name)
             if has_dict:
                 instance_dict = _oga(self, "__dict__")
                 if name in instance_dict:
@@ -585,6 +674,9 @@ def _prepare_subclass(cls: type) -> None:
                 try:
                     target = _target_get(self)
                 except AttributeError:
+                    target = _UNSET
+                if target is _UNSET:
+                    _refuse_absent(self, name)
                     target = _resolve_slow(self)
             return getattr(target, name)
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from warpstore.connectors.protocols import Connector, connector_path
 from warpstore.proxy import Proxy, ProxyLocker
@@ -35,7 +35,14 @@ KeyT = TypeVar("KeyT")
 # Objects that are returned as they are, never proxied: a proxy of None or of
 # a bool cannot behave like it (``x is None`` and ``if x`` test the proxy).
 # The same two types as the original; numbers and strings are proxied.
+# Neither can be subclassed, so an exact type test suffices, and it never
+# resolves a proxy passed in (isinstance would ask the proxy's target).
 _NON_PROXIABLE_TYPES: tuple[type, ...] = (bool, type(None))
+
+
+def _nonproxiable(obj: Any) -> bool:
+    return type(obj) in _NON_PROXIABLE_TYPES
+
 
 _kwargs_cache: dict[tuple[type, str], tuple[frozenset[str], bool]] = {}
 _kwargs_lock = threading.Lock()
@@ -179,10 +186,11 @@ class Store(Generic[KeyT]):
     def close(self, *args: Any, **kwargs: Any) -> None:
         """Close the connector (arguments are passed on to it) and unregister."""
         if self._registered:
-            from warpstore.store.registry import get_store
+            from warpstore.store.registry import _mark_closed, get_store
 
             if get_store(self.name) is self:
                 unregister_store(self)
+                _mark_closed(self)
             self._registered = False
         if not self._closed:
             self._closed = True
@@ -339,13 +347,13 @@ class Store(Generic[KeyT]):
         populate_target: bool | None = None,
         proxy_type: type[Proxy[Any]] = Proxy,
     ) -> Proxy[Any]:
+        factory = self.factory(key, evict=evict, deserializer=deserializer)
+        if not (self.populate_target if populate_target is None else populate_target):
+            return proxy_type(factory)
         # As the original: with populate_target the proxy starts resolved and
         # carries the object's class and hash, so a copy unpickled elsewhere
         # answers isinstance/hash/singledispatch without fetching.
-        factory = self.factory(key, evict=evict, deserializer=deserializer)
-        if self.populate_target if populate_target is None else populate_target:
-            return proxy_type(factory, cache_defaults=True, target=obj)
-        return proxy_type(factory)
+        return proxy_type(factory, cache_defaults=True, target=obj)
 
     @staticmethod
     def _check_lifetime(evict: bool, lifetime: ContextLifetime | None) -> None:
@@ -386,7 +394,7 @@ class Store(Generic[KeyT]):
                 ``skip_nonproxiable`` is false.
             ValueError: both ``evict=True`` and a ``lifetime``.
         """
-        if isinstance(obj, _NON_PROXIABLE_TYPES):
+        if _nonproxiable(obj):
             if skip_nonproxiable:
                 return obj  # type: ignore[return-value]
             raise NonProxiableTypeError(
@@ -415,7 +423,7 @@ class Store(Generic[KeyT]):
     ) -> list[Proxy[T]]:
         """Like :meth:`proxy` for many objects, with one batched put."""
         for obj in objs:
-            if isinstance(obj, _NON_PROXIABLE_TYPES):
+            if _nonproxiable(obj):
                 raise NonProxiableTypeError(
                     f"an object of type {type(obj).__name__} cannot be proxied"
                 )
@@ -460,7 +468,7 @@ class Store(Generic[KeyT]):
     ) -> ProxyLocker[T]:
         """A proxy wrapped in a :class:`~warpstore.proxy.ProxyLocker` (same options as
         :meth:`proxy`; a skipped non-proxiable object is returned as it is)."""
-        if isinstance(obj, _NON_PROXIABLE_TYPES) and skip_nonproxiable:
+        if _nonproxiable(obj) and skip_nonproxiable:
             return obj  # type: ignore[return-value]
         proxy = self.proxy(
             obj,
@@ -491,7 +499,7 @@ class Store(Generic[KeyT]):
         """
         from warpstore.store.ref import OwnedProxy
 
-        if isinstance(obj, _NON_PROXIABLE_TYPES):
+        if _nonproxiable(obj):
             if skip_nonproxiable:
                 return obj  # type: ignore[return-value]
             raise NonProxiableTypeError(
@@ -500,14 +508,14 @@ class Store(Generic[KeyT]):
             )
         self._ensure_registered()
         key = self._put("owned_proxy", obj, serializer, kwargs)
-        owned: OwnedProxy[T] = self._make_proxy(  # type: ignore[assignment]
+        owned = self._make_proxy(
             key,
             obj,
             deserializer=deserializer,
             populate_target=populate_target,
             proxy_type=OwnedProxy,
         )
-        return owned
+        return cast("OwnedProxy[T]", owned)
 
     def future(
         self,

@@ -33,6 +33,10 @@ class LRUCache(Generic[K]):
     def __contains__(self, key: K) -> bool:
         return key in self._data
 
+    def exists(self, key: K) -> bool:
+        """The original's name for ``key in cache``."""
+        return key in self._data
+
     def get(self, key: K, default: Any = None) -> Any:
         with self._lock:
             try:

@@ -22,11 +22,6 @@ from typing import Any
 from warpstore.connectors.protocols import Connector
 from warpstore.store.types import DeserializerT, SerializerT
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - 3.10
-    import tomli as tomllib
-
 __all__ = ["ConnectorConfig", "StoreConfig"]
 
 # Short names accepted for ``ConnectorConfig.kind`` (the original's shortcuts:
@@ -41,8 +36,23 @@ _KNOWN_CONNECTORS = (
     "warpstore.connectors.multi:MultiConnector",
     "warpstore.connectors.redis:RedisConnector",
     "warpstore.connectors.ucx:UCXConnector",
-    "warpstore.connectors.zmq:ZeroMQConnector",
+    "warpstore.connectors.zmq:ZMQConnector",
 )
+
+
+def _tomllib() -> Any:
+    """tomllib (3.11+), or tomli on 3.10 (not a dependency: only reading TOML needs it)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    try:  # pragma: no cover - 3.10
+        import tomli
+    except ImportError as e:  # pragma: no cover - 3.10
+        raise ImportError(
+            "reading TOML on Python 3.10 needs the tomli package: pip install tomli"
+        ) from e
+    return tomli  # pragma: no cover - 3.10
 
 
 def _import_path(path: str) -> Any:
@@ -105,6 +115,10 @@ class _MappingMixin(Mapping[str, Any]):
         return {
             k: v.model_dump() if isinstance(v, _MappingMixin) else v for k, v in self.items()
         }
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Any:
+        """A copy with some fields replaced (the original's pydantic ``model_copy``)."""
+        return dataclasses.replace(self, **dict(update or {}))  # type: ignore[type-var]
 
     __hash__ = None  # type: ignore[assignment]  # mutable mapping contents (dict options)
 
@@ -174,6 +188,11 @@ class StoreConfig(_MappingMixin):
         self.deserializer = _callable(self.deserializer, "deserializer")
 
     @classmethod
+    def model_validate(cls, data: Mapping[str, Any]) -> StoreConfig:
+        """The original's pydantic constructor from a dict: see :meth:`from_mapping`."""
+        return cls.from_mapping(data)
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> StoreConfig:
         """Accept this class's fields, or the pre-1.0 warpstore dict
         (``connector_type``/``connector_config``/``register``).
@@ -200,10 +219,11 @@ class StoreConfig(_MappingMixin):
     @classmethod
     def from_toml(cls, filepath: str | os.PathLike[str]) -> StoreConfig:
         """Read a config written by :meth:`write_toml` (or by hand)."""
+        toml = _tomllib()
         with open(filepath, "rb") as f:
             try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
+                data = toml.load(f)
+            except toml.TOMLDecodeError as e:
                 raise ValueError(f"{os.fspath(filepath)}: not valid TOML: {e}") from e
         try:
             return cls.from_mapping(data)

@@ -157,10 +157,10 @@ class _FutureDeserializer:
         self.deserializer = deserializer
 
     def __getstate__(self) -> Any:
-        return self.deserializer
+        return (self.deserializer,)  # never falsy: pickle skips __setstate__ for None
 
     def __setstate__(self, state: Any) -> None:
-        self.deserializer = state
+        (self.deserializer,) = state
 
     def __call__(self, data: Any) -> Any:
         from warpstore.serialize import deserialize

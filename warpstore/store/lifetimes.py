@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,13 @@ from warpstore.proxy import Proxy, get_factory
 if TYPE_CHECKING:
     from warpstore.store.base import Store
 
-__all__ = ["ContextLifetime", "LeaseLifetime", "Lifetime", "StaticLifetime"]
+__all__ = [
+    "ContextLifetime",
+    "LeaseLifetime",
+    "Lifetime",
+    "StaticLifetime",
+    "register_lifetime_atexit",
+]
 
 
 class ContextLifetime:
@@ -69,16 +76,24 @@ class ContextLifetime:
     def done(self) -> bool:
         return self._done
 
-    def close(self) -> None:
+    def close(self, *, close_stores: bool = False) -> None:
+        """Evict every attached object; with ``close_stores``, then close the stores too."""
         with self._lock:
             if self._done:
                 return
             self._done = True
             keys, self._keys = self._keys, []
+        stores: dict[int, Store[Any]] = {}
         for store, key in keys:
             target = store if store is not None else self.store
             if target is not None:
                 target.evict(key)
+                stores[id(target)] = target
+        if close_stores:
+            if self.store is not None:
+                stores[id(self.store)] = self.store
+            for target in stores.values():
+                target.close()
 
 
 class LeaseLifetime(ContextLifetime):
@@ -106,10 +121,10 @@ class LeaseLifetime(ContextLifetime):
         """Push the end of the lease ``seconds`` further away."""
         self._deadline += seconds
 
-    def close(self) -> None:
+    def close(self, *, close_stores: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        super().close()
+        super().close(close_stores=close_stores)
 
 
 class StaticLifetime(ContextLifetime):
@@ -133,6 +148,21 @@ class StaticLifetime(ContextLifetime):
 
     def __init__(self) -> None:  # state is set once, in __new__
         pass
+
+
+def register_lifetime_atexit(
+    lifetime: ContextLifetime, close_stores: bool = True
+) -> Callable[[], None]:
+    """Close ``lifetime`` (and, with ``close_stores``, its stores) when the process exits.
+
+    Returns the registered callback, for ``atexit.unregister``.
+    """
+
+    def callback() -> None:
+        lifetime.close(close_stores=close_stores)
+
+    atexit.register(callback)
+    return callback
 
 
 Lifetime = ContextLifetime

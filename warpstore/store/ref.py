@@ -21,7 +21,6 @@ factory they resolve with, so inspecting it never resolves the proxy.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -129,8 +128,15 @@ def _invalidate(proxy: Proxy[Any]) -> None:
     _state(proxy).valid = False
     # Drop the local target so that any later use goes through the factory
     # (which refuses), even if this reference was already resolved.
-    with contextlib.suppress(Exception):
-        del proxy.__wrapped__
+    if not is_resolved(proxy):
+        return  # nothing local to drop (and deleting would resolve it)
+    for name in ("__proxy_wrapped__", "__wrapped__"):
+        try:
+            delattr(proxy, name)
+        except Exception:  # this Proxy does not let that name be deleted: try the next
+            continue
+        if not is_resolved(proxy):
+            break
 
 
 def _is(proxy: Any, cls: type) -> bool:
@@ -174,6 +180,20 @@ class BaseRefProxy(Proxy[T]):
         return cls(factory)
 
 
+def _evict(state: _RefFactory[Any]) -> None:
+    """Evict an owned object, unless its store was closed in this process.
+
+    Closing a store ends its objects' lives (a FileConnector removes its
+    directory); rebuilding the store only to evict would bring back what
+    close() removed. Elsewhere (a worker) the store is found or rebuilt.
+    """
+    from warpstore.store.registry import store_closed_here
+
+    if store_closed_here(state.store_name):
+        return
+    state.get_store().evict(state.key)
+
+
 class _AtExit:
     """Evicts an owned object still alive when the process exits."""
 
@@ -187,7 +207,7 @@ class _AtExit:
         if state.valid:
             state.valid = False
             try:
-                state.get_store().evict(state.key)
+                _evict(state)
             except Exception as e:  # at exit: report, never raise
                 logger.warning("could not evict owned key %r at exit: %s", state.key, e)
 
@@ -220,7 +240,7 @@ class OwnedProxy(BaseRefProxy[T]):
                 f"{state.ref_count} RefProxy and {state.ref_mut_count} RefMutProxy still exist"
             )
         state.valid = False
-        state.get_store().evict(state.key)
+        _evict(state)
 
 
 class RefProxy(BaseRefProxy[T]):

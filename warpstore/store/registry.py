@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from warpstore.exceptions import StoreExistsError
 
@@ -29,6 +29,10 @@ __all__ = [
 
 _stores: dict[str, Store[Any]] = {}
 _lock = threading.RLock()
+# Names of stores closed in this process while registered: objects owned by
+# OwnedProxy of such a store are not evicted by rebuilding the store (which
+# would, e.g., recreate a FileConnector directory that close() removed).
+_closed_names: set[str] = set()
 
 
 def register_store(store: Store[Any], *, exist_ok: bool = False) -> None:
@@ -42,15 +46,21 @@ def register_store(store: Store[Any], *, exist_ok: bool = False) -> None:
     """
     with _lock:
         existing = _stores.get(store.name)
-        implicit = existing is store and getattr(store, "_implicit_registration", False)
+        # A registration made implicitly (by a proxy, or by resolving one) only
+        # serves to share a cache; the original would not have registered
+        # anything, so an explicit registration takes its place.
+        implicit = existing is not None and existing._implicit_registration
         if existing is not None and not exist_ok and not implicit:
             raise StoreExistsError(
                 f"a store named {store.name!r} is already registered in this process "
                 "(pass exist_ok=True to replace it)"
             )
+        if existing is not None and existing is not store:
+            existing._registered = False
         _stores[store.name] = store
         store._registered = True
         store._implicit_registration = False
+        _closed_names.discard(store.name)
 
 
 def _register_implicitly(store: Store[Any]) -> None:
@@ -60,6 +70,7 @@ def _register_implicitly(store: Store[Any]) -> None:
             _stores[store.name] = store
             store._registered = True
             store._implicit_registration = True
+            _closed_names.discard(store.name)
 
 
 def get_store(val: str | Proxy[Any]) -> Store[Any] | None:
@@ -73,14 +84,13 @@ def get_store(val: str | Proxy[Any]) -> Store[Any] | None:
     """
     from warpstore.proxy import Proxy, get_factory
 
-    if isinstance(val, str):
-        with _lock:
-            return _stores.get(val)
+    # The Proxy test comes first, by type(): isinstance(proxy, str) would
+    # resolve the proxy (a proxy of a str claims to be a str).
     if issubclass(type(val), Proxy):
         from warpstore.store.exceptions import ProxyStoreFactoryError
         from warpstore.store.factory import StoreFactory
 
-        factory = get_factory(val)
+        factory = get_factory(cast("Proxy[Any]", val))
         if isinstance(factory, StoreFactory):
             store: Store[Any] = factory.get_store()
             return store
@@ -88,6 +98,9 @@ def get_store(val: str | Proxy[Any]) -> Store[Any] | None:
             f"the proxy's factory is a {type(factory).__name__}, not a StoreFactory: "
             "it was not made by a store"
         )
+    if isinstance(val, str):
+        with _lock:
+            return _stores.get(val)
     raise TypeError(f"get_store() takes a store name or a proxy, not {type(val).__name__}")
 
 
@@ -99,6 +112,19 @@ def unregister_store(name_or_store: str | Store[Any]) -> None:
         if store is not None:
             store._registered = False
             store._implicit_registration = False
+
+
+def _mark_closed(store: Store[Any]) -> None:
+    """Called by :meth:`Store.close` of a registered store."""
+    with _lock:
+        if _stores.get(store.name) in (None, store):
+            _closed_names.add(store.name)
+
+
+def store_closed_here(name: str) -> bool:
+    """True if a store of this name was closed in this process and none replaced it."""
+    with _lock:
+        return name in _closed_names and name not in _stores
 
 
 def get_or_create_store(config: Mapping[str, Any], *, register: bool = True) -> Store[Any]:
@@ -124,6 +150,7 @@ def get_or_create_store(config: Mapping[str, Any], *, register: bool = True) -> 
                 _stores[name] = store
                 store._registered = True
                 store._implicit_registration = True
+                _closed_names.discard(name)
         return store
 
 
