@@ -41,6 +41,9 @@ class PyWarpstore(PythonPackage):
     variant("redis", default=False, description="Redis connector")
     variant("globus", default=False, description="Globus transfer connector")
     variant("endpoints", default=False, description="Peer-to-peer endpoints and their relay")
+    variant("kafka", default=False, description="Streams through Kafka (kafka-python)")
+    variant("dask", default=False, description="Dask distributed Client passing data by proxy")
+    variant("parsl", default=False, description="Parsl serializer passing data by proxy")
 
     depends_on("python@3.10:", type=("build", "run"))
     depends_on("py-hatchling@1.18:", type="build")
@@ -74,6 +77,12 @@ class PyWarpstore(PythonPackage):
     with when("+endpoints"):
         depends_on("py-aiortc@1.5:", type=("build", "run"))
         depends_on("py-websockets@13:", type=("build", "run"))
+    with when("+kafka"):
+        depends_on("py-kafka-python@2.0:", type=("build", "run"))
+    with when("+dask"):
+        depends_on("py-distributed@2023.1:", type=("build", "run"))
+    with when("+parsl"):
+        depends_on("py-parsl@2024.1:", type=("build", "run"))
 
     depends_on("py-pytest@7.4:", type="test")
 
