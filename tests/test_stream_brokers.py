@@ -219,6 +219,22 @@ def test_nodeserver_subscriber_started_late_misses_nothing(zmq_connector: Any) -
     assert late._next == 5
 
 
+def test_nodeserver_two_concurrent_publishers_are_an_error_not_lost_events(
+    zmq_connector: Any,
+) -> None:
+    from warpstore.stream.shims.nodeserver import NodeServerPublisher, TopicConflictError
+
+    a = NodeServerPublisher(zmq_connector)
+    b = NodeServerPublisher(zmq_connector)
+    a.send("c", b"a0")
+    b.send("c", b"b0")  # b starts after a's head: fine (consecutive publishers)
+    with pytest.raises(TopicConflictError, match="another publisher"):
+        a.send("c", b"a1")  # a still thinks event 1 is next: it overwrote b's
+    later = NodeServerPublisher(zmq_connector)
+    later.send("c", b"x")  # a publisher that starts after them continues the log
+    later.send("c", b"y")
+
+
 def test_nodeserver_topic_of_a_launch_job_is_the_same_server_everywhere(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

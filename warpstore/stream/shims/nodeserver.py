@@ -18,7 +18,10 @@ this node's server (started if there is none), or on the server ``address``.
 
 One publisher at a time per topic: the servers have no atomic append, so two
 processes publishing concurrently to one topic would overwrite each other's
-slots. Consecutive publishers are fine (each continues after the head).
+slots. Each append reads the previous head in the same round trip, so the
+publisher that finds another one's write raises :class:`TopicConflictError`
+instead of losing events silently. Consecutive publishers are fine (each
+continues after the head).
 All requests are authenticated with the job's token like any other.
 """
 
@@ -29,14 +32,16 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from typing_extensions import Self
 
+from warpstore.exceptions import WarpstoreError
 from warpstore.server.protocol import MAX_KEY_LEN, Op, Status
 
-__all__ = ["NodeServerPublisher", "NodeServerSubscriber", "topic_server"]
+__all__ = ["NodeServerPublisher", "NodeServerSubscriber", "TopicConflictError", "topic_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,23 +97,36 @@ def topic_server(topic: str, connector: Any, address: str | None = None) -> str:
     return str(info["address"])
 
 
+class TopicConflictError(WarpstoreError):
+    """Another publisher appended to the same topic at the same time."""
+
+
 @dataclass
 class _Log:
     address: str
     next: int
     first: int
+    sent: int = 0
 
 
-def _read_head(connector: Any, address: str, topic: str) -> tuple[int, int] | None:
-    status, data = connector._client.request(address, Op.GET, _head(topic))
+def _parse_head(connector: Any, status: Any, data: Any) -> dict[str, Any] | None:
     if status != Status.OK:
         return None
     try:
         head = json.loads(bytes(connector._payload(data)))
-        return int(head["next"]), int(head["first"])
+        return {"next": int(head["next"]), "first": int(head["first"]), "pub": head.get("pub")}
     except (ValueError, KeyError, TypeError):
-        logger.warning("stream topic %r on %s has a malformed head; starting over", topic, address)
         return None
+
+
+def _read_head(connector: Any, address: str, topic: str) -> tuple[int, int] | None:
+    status, data = connector._client.request(address, Op.GET, _head(topic))
+    head = _parse_head(connector, status, data)
+    if head is None:
+        if status == Status.OK:
+            logger.warning("stream topic %r on %s: malformed head, ignored", topic, address)
+        return None
+    return head["next"], head["first"]
 
 
 class NodeServerPublisher:
@@ -132,6 +150,7 @@ class NodeServerPublisher:
         self.connector = _default_connector() if connector is None else connector
         self._address = address
         self.retain = retain
+        self._id = uuid.uuid4().hex
         self._logs: dict[str, _Log] = {}
 
     def _log(self, topic: str) -> _Log:
@@ -147,15 +166,27 @@ class NodeServerPublisher:
     def send(self, topic: str, message: bytes) -> None:
         log = self._log(topic)
         seq = log.next
-        requests: list[tuple[int, bytes, Any]] = [(Op.PUT, _slot(topic, seq), message)]
+        requests: list[tuple[int, bytes, Any]] = [
+            (Op.GET, _head(topic), None),
+            (Op.PUT, _slot(topic, seq), message),
+        ]
         first = log.first
         while seq + 1 - first > self.retain:
             requests.append((Op.EVICT, _slot(topic, first), None))
             first += 1
-        head = json.dumps({"next": seq + 1, "first": first}).encode()
+        head = json.dumps({"next": seq + 1, "first": first, "pub": self._id}).encode()
         requests.append((Op.PUT, _head(topic), head))
-        self.connector._client.pipeline(log.address, requests)
+        replies = self.connector._client.pipeline(log.address, requests)
+        before = _parse_head(self.connector, *replies[0])
         log.next, log.first = seq + 1, first
+        log.sent += 1
+        seen_next = 0 if before is None else before["next"]
+        if seen_next != seq or (log.sent > 1 and before is not None and before["pub"] != self._id):
+            raise TopicConflictError(
+                f"stream topic {topic!r} on {log.address} has another publisher: it wrote up to "
+                f"event {seen_next - 1} while this one wrote event {seq}, so events may have "
+                "been overwritten; use one publisher per topic (or one topic per publisher)"
+            )
 
     def close(self) -> None:
         """Forget the topics (the events stay on the server for late subscribers)."""
