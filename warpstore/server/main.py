@@ -121,6 +121,10 @@ class RunningServer:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # inside `warpstore launch`: stop if the launcher dies without stopping us
+        from warpstore.server.watchdog import watch_launcher
+
+        watch_launcher()
         limit = "no limit" if self.memory_limit is None else format_size(self.memory_limit)
         logger.info("serving at %s (job %s, memory limit %s)", server.address, job_id(), limit)
         try:

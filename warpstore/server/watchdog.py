@@ -1,0 +1,165 @@
+"""Servers that end with their launcher: a lease the launcher renews, and a watcher.
+
+``warpstore launch`` normally stops every server it started. If it is killed
+in a way it cannot handle (SIGKILL, the OOM killer, a node failure), nothing
+would, and the servers would hold memory and ports on a node until the
+allocation ends, or for good on a laptop or login node. So the launcher
+writes a small *lease* file in the job directory and renews it every few
+seconds; every server it starts, and every elastic server a task starts,
+finds the lease through ``WARPSTORE_LAUNCHER_LEASE`` and watches it:
+
+* on the launcher's own host it checks the launcher's pid *and* its start
+  time (a reused pid is not the launcher), so it notices a SIGKILL within
+  about a second;
+* on other hosts (the job directory is on a shared file system) it notices
+  that the lease stopped changing for ``expires_s`` seconds, timed with its
+  own monotonic clock, so clock skew between nodes does not matter.
+
+When the launcher is gone the server sends itself SIGTERM: the same orderly
+stop as any other (it writes its report and removes its ``server.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from warpstore.server.runtime import pid_alive
+
+__all__ = ["LEASE_ENV", "Lease", "pid_start_time", "watch_launcher"]
+
+LEASE_ENV = "WARPSTORE_LAUNCHER_LEASE"
+RENEW_S = 2.0
+EXPIRES_S = 60.0  # generous: shared file systems cache metadata, nodes get busy
+
+logger = logging.getLogger("warpstore.server.watchdog")
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # field 22 overall; fields[0] is field 3 (the state)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Lease:
+    """The launcher's side: write the lease and renew it from a daemon thread."""
+
+    def __init__(self, path: Path, renew_s: float = RENEW_S, expires_s: float = EXPIRES_S) -> None:
+        self.path = path
+        self.renew_s = renew_s
+        self.expires_s = float(os.environ.get("WARPSTORE_LEASE_EXPIRES_S", expires_s))
+        self._stop = threading.Event()
+        self._beat = 0
+        self._thread = threading.Thread(target=self._run, name="warpstore-lease", daemon=True)
+        self._write()
+
+    def _write(self) -> None:
+        from warpstore.server.runtime import write_json_atomic
+
+        self._beat += 1
+        write_json_atomic(
+            self.path,
+            {
+                "pid": os.getpid(),
+                "pid_start": pid_start_time(os.getpid()),
+                "host": socket.gethostname(),
+                "beat": self._beat,
+                "renew_s": self.renew_s,
+                "expires_s": self.expires_s,
+            },
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.renew_s):
+            try:
+                self._write()
+            except OSError as e:  # a full or flaky file system: keep trying
+                logger.warning("could not renew the launcher lease %s: %s", self.path, e)
+
+    def start(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def launcher_gone(lease: dict[str, Any]) -> str | None:
+    """Why the launcher described by ``lease`` is known dead, if this host can tell."""
+    if lease.get("host") != socket.gethostname():
+        return None
+    pid = int(lease.get("pid", 0))
+    if not pid_alive(pid):
+        return f"launcher pid {pid} has exited"
+    started = lease.get("pid_start")
+    if started is not None and pid_start_time(pid) not in (None, started):
+        return f"launcher pid {pid} has exited (the pid now belongs to another process)"
+    return None
+
+
+def watch_launcher(
+    on_lost: Callable[[str], None] | None = None, path: str | None = None, poll_s: float = 0.5
+) -> threading.Thread | None:
+    """Watch the lease named by ``WARPSTORE_LAUNCHER_LEASE``; call ``on_lost(reason)`` once.
+
+    The default ``on_lost`` logs the reason and sends this process SIGTERM,
+    so the server's own signal handler stops it in order. Returns the daemon
+    thread, or ``None`` when there is no lease to watch (a server started by hand).
+    """
+    lease_path = path or os.environ.get(LEASE_ENV)
+    if not lease_path:
+        return None
+
+    def lost(reason: str) -> None:
+        logger.warning("stopping: %s", reason)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    callback = on_lost or lost
+
+    def run() -> None:
+        last_beat: Any = None
+        changed = time.monotonic()
+        while True:
+            lease = _read(Path(lease_path))
+            now = time.monotonic()
+            if lease is not None:
+                reason = launcher_gone(lease)
+                if reason:
+                    callback(reason)
+                    return
+                if lease.get("beat") != last_beat:
+                    last_beat, changed = lease.get("beat"), now
+                expires = float(lease.get("expires_s", EXPIRES_S))
+            else:
+                expires = EXPIRES_S
+            if now - changed > expires:
+                callback(
+                    f"the launcher's lease {lease_path} was not renewed for {expires:g} s "
+                    "(the launcher is gone)"
+                )
+                return
+            time.sleep(poll_s)
+
+    thread = threading.Thread(target=run, name="warpstore-launcher-watch", daemon=True)
+    thread.start()
+    return thread
