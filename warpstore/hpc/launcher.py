@@ -109,7 +109,8 @@ def _resolve_server_line(site: SiteConfig, line: str) -> list[str]:
     found = find_program(argv[i])
     if found is None:
         raise LaunchError(
-            f"`{argv[i]}` (site {site.name!r}'s server launcher line `{line}`) is not on PATH "
+            f"`{argv[i]}` (in the server launcher line of site {site.name!r}: `{line}`) is not "
+            "on PATH "
             f"nor beside {sys.executable}: {_missing_program_hint(argv[i])}; or give another "
             "line with --set launcher.servers='...'"
         )

@@ -5,9 +5,14 @@
 Every rank runs this wrapper; none initialises MPI (the application does).
 The node-local leader (local rank 0, from the launcher's environment) finds
 or starts its node's server; the other ranks wait until it answers; then each
-rank runs the application as a child process and exits with its status.
-Inside ``warpstore launch`` the servers are the launcher's to stop; run
-standalone, the leader stops its node's server once every local rank is done.
+rank runs the application. Inside ``warpstore launch`` the servers are the
+launcher's to stop, so the wrapper *execs* the application: same pid, same
+signals, same inherited descriptors. Run standalone, the leader must stop its
+node's server once every local rank is done, so the application runs as a
+child, with ``close_fds=False``: the process manager's PMI descriptor
+(``PMI_FD``, inherited by every rank) must reach it, or ``MPI_Init`` fails
+with ``PMI_Init returned -1``. (Descriptors Python opened itself are not
+inheritable, so only what the rank inherited is passed on.)
 """
 
 from __future__ import annotations
@@ -36,7 +41,33 @@ def _connector() -> object:
     return connector_from_site(site, kind if kind in ("zmq", "ucx") else "zmq")
 
 
+def _exec(command: list[str]) -> int:
+    """Replace this process with the application (only returns if that fails)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        print(f"warpstore-run: {command[0]}: {e.strerror or e}", file=sys.stderr)
+        return 127 if isinstance(e, FileNotFoundError) else 126
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the wrapper; an error is one line on stderr (the traceback with WARPSTORE_DEBUG=1)."""
+    from warpstore.cli_errors import debug_enabled, error_line
+
+    try:
+        return _main(argv)
+    except Exception as e:
+        if debug_enabled():
+            raise
+        message, code = error_line(e)
+        print(f"warpstore-run: error: {message}", file=sys.stderr)
+        return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     command = list(sys.argv[1:] if argv is None else argv)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -71,7 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         info = found
-    app = subprocess.Popen(command)
+    if os.environ.get("WARPSTORE_MANIFEST"):
+        connector.close()
+        return _exec(command)
+    try:
+        app = subprocess.Popen(command, close_fds=False)
+    except OSError as e:
+        print(f"warpstore-run: {command[0]}: {e.strerror or e}", file=sys.stderr)
+        return 127 if isinstance(e, FileNotFoundError) else 126
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if app.poll() is None:
