@@ -78,6 +78,8 @@ def _main(argv: list[str] | None = None) -> int:
     from warpstore.server.spawn import find_server, stop_server
 
     local_rank, local_size = local_rank_info()
+    if local_rank is None:  # not under an MPI launcher: this process is the node's only rank
+        local_size = local_size or 1
     leader = not local_rank
     connector = _connector()
     if not isinstance(connector, NodeServerConnector):
@@ -121,7 +123,8 @@ def _main(argv: list[str] | None = None) -> int:
     rc = rc if rc >= 0 else 128 - rc
     done = Path(directory) / f"done.{info['pid']}.{local_rank or 0}"
     done.touch()
-    if leader and not os.environ.get("WARPSTORE_MANIFEST") and local_size:
+    # a server someone else started (`warpstore server start`) is theirs to stop
+    if leader and local_size and info.get("spawned_here"):
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if len(list(Path(directory).glob(f"done.{info['pid']}.*"))) >= local_size:

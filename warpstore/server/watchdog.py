@@ -118,7 +118,10 @@ def launcher_gone(lease: dict[str, Any]) -> str | None:
 
 
 def watch_launcher(
-    on_lost: Callable[[str], None] | None = None, path: str | None = None, poll_s: float = 0.5
+    on_lost: Callable[[str], None] | None = None,
+    path: str | None = None,
+    poll_s: float = 0.5,
+    stop: threading.Event | None = None,
 ) -> threading.Thread | None:
     """Watch the lease named by ``WARPSTORE_LAUNCHER_LEASE``; call ``on_lost(reason)`` once.
 
@@ -135,11 +138,12 @@ def watch_launcher(
         os.kill(os.getpid(), signal.SIGTERM)
 
     callback = on_lost or lost
+    stopped = stop or threading.Event()
 
     def run() -> None:
         last_beat: Any = None
         changed = time.monotonic()
-        while True:
+        while not stopped.is_set():
             lease = _read(Path(lease_path))
             now = time.monotonic()
             if lease is not None:
@@ -158,7 +162,7 @@ def watch_launcher(
                     "(the launcher is gone)"
                 )
                 return
-            time.sleep(poll_s)
+            stopped.wait(poll_s)
 
     thread = threading.Thread(target=run, name="warpstore-launcher-watch", daemon=True)
     thread.start()
