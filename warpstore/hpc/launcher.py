@@ -194,6 +194,13 @@ def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10
     clients: dict[str, Any] = {}
     try:
         for server in manifest.get("servers", []):
+            if _gone_from_here(server):  # stopped already (by hand, or it crashed)
+                logger.info(
+                    "server %s of node %s had already stopped",
+                    server["address"],
+                    server.get("node"),
+                )
+                continue
             try:
                 transport = transport_of(server["address"])
                 if transport not in clients:
@@ -210,6 +217,16 @@ def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10
     finally:
         for client in clients.values():
             client.close()
+
+
+def _gone_from_here(server: dict[str, Any]) -> bool:
+    """True if ``server`` ran on this host and its process has exited."""
+    import socket
+
+    from warpstore.server.runtime import pid_alive
+
+    pid = server.get("pid")
+    return bool(pid) and server.get("host") == socket.gethostname() and not pid_alive(int(pid))
 
 
 def _terminate_if_here(server: dict[str, Any]) -> None:

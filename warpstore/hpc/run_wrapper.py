@@ -100,8 +100,9 @@ def _main(argv: list[str] | None = None) -> int:
             if found is None:
                 time.sleep(0.05)
         if found is None:
-            print(f"warpstore-run: no server on this node after 120 s ({directory})",
-                  file=sys.stderr)
+            print(
+                f"warpstore-run: no server on this node after 120 s ({directory})", file=sys.stderr
+            )
             return 1
         info = found
     if os.environ.get("WARPSTORE_MANIFEST"):
