@@ -99,7 +99,8 @@ def test_launch_daos_without_pydaos(env: dict[str, str], tmp_path: Path) -> None
 
 def test_relay_without_its_extra_names_the_install(env: dict[str, str], tmp_path: Path) -> None:
     token = tmp_path / "token"
-    token.write_text("t" * 32)
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     code = (
         "import sys\n"
         "sys.modules['websockets'] = None  # as if `warpstore[endpoints]` were not installed\n"

@@ -32,7 +32,7 @@ from warpstore.hpc.environment import detect_environment
 from warpstore.hpc.manifest import read_manifest
 from warpstore.hpc.siteconfig import SiteConfig
 from warpstore.server.runtime import create_token_file, read_json, write_json_atomic
-from warpstore.units import format_size
+from warpstore.units import format_size, plural
 
 __all__ = ["LaunchError", "find_program", "launch"]
 
@@ -45,10 +45,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 class LaunchError(UserError, RuntimeError):
     """The servers could not be started; the message says on which node and why."""
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _interpreter_dirs() -> list[str]:
@@ -315,10 +311,10 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
     t = report["timings_s"]
     text = (
         f"warpstore: job {report['job']} on site {report['site']} ran "
-        f"{_plural(len(nodes), 'server')} ({report['servers_expected']} in the manifest); the "
-        f"workflow exited with {report['exit_code']}. Tasks put {_plural(puts, 'object')} "
+        f"{plural(len(nodes), 'server')} ({report['servers_expected']} in the manifest); the "
+        f"workflow exited with {report['exit_code']}. Tasks put {plural(puts, 'object')} "
         f"({format_size(put_bytes)}) and got {gets} ({format_size(got_bytes)}); "
-        f"{_plural(errors, 'server error')}. "
+        f"{plural(errors, 'server error')}. "
         f"Servers ready in {t.get('ready', 0):.2f} s, workflow {t.get('workflow', 0):.2f} s, "
         f"teardown {t.get('teardown', 0):.2f} s."
     )
@@ -524,7 +520,7 @@ def _check_nodes(site: SiteConfig, env_info: Any, nodes: int | None) -> int:
     if nodes and nodes > have and not simulated:
         raise LaunchError(
             f"--nodes {nodes}: this {env_info.scheduler} job has "
-            f"{_plural(have, 'node')} ({', '.join(env_info.nodes[:4])}"
+            f"{plural(have, 'node')} ({', '.join(env_info.nodes[:4])}"
             f"{', ...' if have > 4 else ''}); ask for more nodes when submitting, or use "
             f"--nodes {have} or fewer"
         )
@@ -675,7 +671,7 @@ def launch(
             manifest = read_manifest(manifest_path)
             logger.info(
                 "%s ready in %.2f s: %s",
-                _plural(len(manifest["servers"]), "server"),
+                plural(len(manifest["servers"]), "server"),
                 timings["ready"],
                 ", ".join(f"{s['node']}={s['address']}" for s in manifest["servers"]),
             )
