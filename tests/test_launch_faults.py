@@ -381,3 +381,46 @@ def test_reused_pid_is_not_the_launcher(tmp_path: Path) -> None:
     reused = {"pid": me, "host": here, "pid_start": start - 1}
     assert "another process" in str(launcher_gone(reused))
     assert launcher_gone({"pid": me, "host": "elsewhere", "pid_start": start - 1}) is None
+
+
+def test_sigkill_of_a_standalone_warpstore_run_leader_stops_its_server(
+    job: dict[str, Any],
+) -> None:
+    """Run standalone, the node leader spawned the server; killed, it cannot stop it."""
+    from tests.procs import server_infos
+
+    job["env"]["WARPSTORE_PYTHON"] = sys.executable
+    job["env"]["WARPSTORE_SITE"] = "local"
+    started = job["dir"] / "app.pid"
+    code = (
+        "import os, time, pathlib\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    wrapper = subprocess.Popen(
+        [str(RUN), sys.executable, "-c", code], cwd=job["dir"], env=job["env"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    app_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() or not started.read_text():
+            assert wrapper.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        app_pid = int(started.read_text())
+        (info,) = server_infos(Path(job["env"]["WARPSTORE_RUNTIME_DIR"]))
+        server = int(info["pid"])
+        assert pid_alive(server)
+        wrapper.kill()
+        wrapper.wait()
+        t0 = time.monotonic()
+        while pid_alive(server) and time.monotonic() - t0 < 20:
+            time.sleep(0.1)
+        assert not pid_alive(server), "the server outlived the wrapper that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            wrapper.kill()
+        wrapper.wait()
+        if app_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(app_pid, signal.SIGKILL)

@@ -90,6 +90,14 @@ def _main(argv: list[str] | None = None) -> int:
         )
         return 2
     directory = connector.settings().directory()
+    lease = None
+    if leader and not os.environ.get("WARPSTORE_MANIFEST"):
+        # standalone, this leader is the server's launcher: a server it spawns watches
+        # this lease and stops itself if the leader is killed before it can stop it
+        from warpstore.server.watchdog import LEASE_ENV, Lease
+
+        lease = Lease(directory / f"leader-{os.getpid()}.lease").start()
+        os.environ[LEASE_ENV] = str(lease.path)
     if leader:
         info = connector.local_server()
     else:
@@ -134,6 +142,9 @@ def _main(argv: list[str] | None = None) -> int:
         stop_server(info, lambda i: connector.stop_server(i["address"]))
         for marker in Path(directory).glob(f"done.{info['pid']}.*"):
             marker.unlink(missing_ok=True)
+    if lease is not None:
+        lease.stop()
+        lease.path.unlink(missing_ok=True)
     connector.close()
     return rc
 
