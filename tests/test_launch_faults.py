@@ -424,3 +424,33 @@ def test_sigkill_of_a_standalone_warpstore_run_leader_stops_its_server(
         if app_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(app_pid, signal.SIGKILL)
+
+
+def test_sigterm_while_servers_start_ends_them_and_reports(job: dict[str, Any]) -> None:
+    """The walltime signal can come before the workflow starts (a slow server launch)."""
+    marker = job["dir"] / "workflow-ran"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warpstore", "launch", "--site", "local",
+         "--set", "launcher.servers=sh -c 'sleep 60' never-ready", "--",
+         sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
+        cwd=job["dir"], env=job["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list(job["dir"].glob("warpstore-*/servers.log")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    (line,) = error_lines(err)
+    assert "stopped by SIGTERM before the workflow started" in line
+    assert not marker.exists()
+    assert report(job)["exit_code"] == 128 + signal.SIGTERM
+    # the fixture proves the `sh -c 'sleep 60'` server launch was ended

@@ -7,6 +7,15 @@ node), waits for rank 0 to write the manifest, runs the user's command with
 SIGTERM near the walltime) stops every server, writes ``report.json`` next to
 the manifest, prints a one-paragraph summary and exits with the command's
 status.
+
+Faults end the same way, never with servers left behind: a workflow command
+that cannot start exits 127 (not found) or 126 (not executable) like a shell,
+after the teardown and with a report; a stop signal (SIGTERM, SIGUSR1, SIGINT)
+at any point tears down what is up; if the launcher itself is killed, the
+servers notice through its lease (:mod:`warpstore.server.watchdog`) and stop
+themselves. Programs (the site's ``mpiexec``/``srun``, the workflow's) are
+looked for on PATH, then beside the running interpreter, and a missing one
+is a one-line error naming the site's launcher line and the fix.
 """
 
 from __future__ import annotations
@@ -221,8 +230,8 @@ def _gone_from_here(server: dict[str, Any]) -> bool:
 
     from warpstore.server.runtime import pid_alive
 
-    pid = server.get("pid")
-    return bool(pid) and server.get("host") == socket.gethostname() and not pid_alive(int(pid))
+    pid = int(server.get("pid") or 0)
+    return bool(pid) and server.get("host") == socket.gethostname() and not pid_alive(pid)
 
 
 def _terminate_if_here(server: dict[str, Any]) -> None:
@@ -326,11 +335,14 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
     return text + f" Manifest and report: {job_dir}."
 
 
-class _Stopped(Exception):
+class _Stopped(UserError):
     """A stop signal arrived before the workflow started: tear down what is up."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} before the workflow started")
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} before the workflow started",
+            exit_code=128 + signum,
+        )
         self.signum = signum
 
 
@@ -678,10 +690,10 @@ def launch(
             child_env["WARPSTORE_MANIFEST"] = str(manifest_path)
             t1 = time.monotonic()
             rc = _run_workflow(command, program, child_env, relay)
+        except _Stopped as e:  # between the servers' start and the workflow's
+            rc = e.exit_code
         except UserError as e:
             rc, failure = e.exit_code, e
-        except _Stopped as e:  # between the servers' start and the workflow's
-            rc = 128 + e.signum
         except BaseException as e:
             failure = e
         finally:
@@ -745,7 +757,9 @@ def _start_servers(
                     f"(launch line `{line}`; see {log_path})"
                 )
             time.sleep(0.01)
-    except BaseException:
-        _end_process(servers, 10)
+    except BaseException as e:
+        # failed servers exit by themselves (give them time to write their reports);
+        # on a stop signal there is nothing to wait for
+        _end_process(servers, 0.5 if isinstance(e, _Stopped) else 10)
         raise
     return servers
