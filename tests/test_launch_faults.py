@@ -454,3 +454,13 @@ def test_sigterm_while_servers_start_ends_them_and_reports(job: dict[str, Any]) 
     assert not marker.exists()
     assert report(job)["exit_code"] == 128 + signal.SIGTERM
     # the fixture proves the `sh -c 'sleep 60'` server launch was ended
+
+
+def test_example_help_exits_zero_without_mpi_abort() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "mpi_workflow.py"), "--help"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: mpi_workflow.py") and "--size-mib" in proc.stdout
+    assert "Abort" not in proc.stderr and "Traceback" not in proc.stderr
