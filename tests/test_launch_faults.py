@@ -464,3 +464,20 @@ def test_example_help_exits_zero_without_mpi_abort() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: mpi_workflow.py") and "--size-mib" in proc.stdout
     assert "Abort" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_request_stop_through_the_lease(tmp_path: Path) -> None:
+    """How the launcher stops its servers without their network (cxi from the batch shell)."""
+    from warpstore.server.watchdog import Lease, watch_launcher
+
+    lease = Lease(tmp_path / "launcher.lease", renew_s=0.05).start()
+    lost: list[str] = []
+    done = threading.Event()
+    thread = watch_launcher(lambda r: (lost.append(r), done.set()), str(lease.path), poll_s=0.05)
+    assert thread is not None
+    time.sleep(0.3)
+    assert not done.is_set()
+    lease.request_stop()
+    assert done.wait(5)
+    assert "asked its servers to stop" in lost[0]
+    thread.join(5)

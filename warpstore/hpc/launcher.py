@@ -190,22 +190,39 @@ def _manifest_head(site: SiteConfig, env_info: Any, job_id: str, job_dir: Path) 
     }
 
 
-def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10.0) -> None:
+def _stop_servers(
+    manifest: dict[str, Any],
+    token_file: str,
+    runtime_dir: Path,
+    lease: Any,
+    grace: float = 10.0,
+    timeout: float = 10.0,
+) -> None:
+    """Stop every server of the manifest (elastic ones too).
+
+    First through the lease: the servers watch it and stop themselves, so the
+    batch shell needs no access to their network (on Slingshot, cxi is not
+    usable from the batch step). A server that has not reported within
+    ``grace`` seconds (a job directory whose file system is slow to show the
+    change) gets an authenticated SHUTDOWN, then SIGTERM if it runs here.
+    """
     from warpstore.server.clients import client_for, transport_of
     from warpstore.server.protocol import Op
     from warpstore.server.runtime import load_token
 
+    lease.request_stop()
+    pending = list(manifest.get("servers", []))
+    deadline = time.monotonic() + grace
+    while pending and time.monotonic() < deadline:
+        pending = [s for s in pending if not _has_stopped(s, runtime_dir)]
+        if pending:
+            time.sleep(0.05)
+    if not pending:
+        return
     token, _ = load_token(token_file=token_file)
     clients: dict[str, Any] = {}
     try:
-        for server in manifest.get("servers", []):
-            if _gone_from_here(server):  # stopped already (by hand, or it crashed)
-                logger.info(
-                    "server %s of node %s had already stopped",
-                    server["address"],
-                    server.get("node"),
-                )
-                continue
+        for server in pending:
             try:
                 transport = transport_of(server["address"])
                 if transport not in clients:
@@ -222,6 +239,16 @@ def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10
     finally:
         for client in clients.values():
             client.close()
+
+
+def _has_stopped(server: dict[str, Any], runtime_dir: Path) -> bool:
+    """The server wrote its final report, or (on this host) its process has exited."""
+    if _gone_from_here(server):
+        return True
+    for path in runtime_dir.glob(f"*/nodes/{server.get('node')}/*/report.json"):
+        if (read_json(path) or {}).get("pid") == server.get("pid"):
+            return True
+    return False
 
 
 def _gone_from_here(server: dict[str, Any]) -> bool:
@@ -702,7 +729,7 @@ def launch(
             t2 = time.monotonic()
             manifest = read_manifest(manifest_path)  # elastic servers may have joined
             try:
-                _stop_servers(manifest, str(token_file))
+                _stop_servers(manifest, str(token_file), runtime_dir, lease)
             finally:
                 _end_process(servers, 30)
                 lease.stop()

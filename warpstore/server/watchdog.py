@@ -17,6 +17,11 @@ finds the lease through ``WARPSTORE_LAUNCHER_LEASE`` and watches it:
 
 When the launcher is gone the server sends itself SIGTERM: the same orderly
 stop as any other (it writes its report and removes its ``server.json``).
+
+The lease is also how the launcher stops its servers at the end of a job
+(:meth:`Lease.request_stop`): a file on the job's file system, so the
+batch shell's teardown never needs the servers' network, which may be one
+it cannot use (Slingshot's cxi gives the batch step no VNI).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class Lease:
         self._thread = threading.Thread(target=self._run, name="warpstore-lease", daemon=True)
         self._write()
 
-    def _write(self) -> None:
+    def _write(self, stop: bool = False) -> None:
         from warpstore.server.runtime import write_json_atomic
 
         self._beat += 1
@@ -78,6 +83,7 @@ class Lease:
                 "beat": self._beat,
                 "renew_s": self.renew_s,
                 "expires_s": self.expires_s,
+                "stop": stop,
             },
         )
 
@@ -93,7 +99,15 @@ class Lease:
         return self
 
     def stop(self) -> None:
+        """Stop renewing (servers still running will stop once the lease expires)."""
         self._stop.set()
+
+    def request_stop(self) -> None:
+        """Ask every server watching this lease to stop now (they do within ``poll_s``)."""
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(self.renew_s + 5)
+        self._write(stop=True)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -120,21 +134,22 @@ def launcher_gone(lease: dict[str, Any]) -> str | None:
 def watch_launcher(
     on_lost: Callable[[str], None] | None = None,
     path: str | None = None,
-    poll_s: float = 0.5,
+    poll_s: float = 1.0,
     stop: threading.Event | None = None,
 ) -> threading.Thread | None:
-    """Watch the lease named by ``WARPSTORE_LAUNCHER_LEASE``; call ``on_lost(reason)`` once.
+    """Watch the launcher's lease; call ``on_lost(reason)`` once it is gone or says stop.
 
-    The default ``on_lost`` logs the reason and sends this process SIGTERM,
-    so the server's own signal handler stops it in order. Returns the daemon
-    thread, or ``None`` when there is no lease to watch (a server started by hand).
+    The lease is ``path``, else ``$WARPSTORE_LAUNCHER_LEASE``. The default
+    ``on_lost`` logs the reason and sends this process SIGTERM, so the server's
+    own signal handler stops it in order. Returns the daemon thread, or
+    ``None`` when there is no lease to watch (a server started by hand).
     """
     lease_path = path or os.environ.get(LEASE_ENV)
     if not lease_path:
         return None
 
     def lost(reason: str) -> None:
-        logger.warning("stopping: %s", reason)
+        logger.log(logging.INFO if "asked" in reason else logging.WARNING, "stopping: %s", reason)
         os.kill(os.getpid(), signal.SIGTERM)
 
     callback = on_lost or lost
@@ -148,6 +163,8 @@ def watch_launcher(
             now = time.monotonic()
             if lease is not None:
                 reason = launcher_gone(lease)
+                if lease.get("stop"):
+                    reason = "the launcher asked its servers to stop (end of the job)"
                 if reason:
                     callback(reason)
                     return
