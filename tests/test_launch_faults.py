@@ -307,6 +307,7 @@ def test_wrappers_say_which_python_to_use(job: dict[str, Any]) -> None:
     python, extra = _venv_without_mpiexec(job["dir"])
     path = extra["PATH"] + ":/usr/bin:/bin"
     env = {**job["env"], "WARPSTORE_PYTHON": str(python), "PATH": path}
+    env.pop("PYTHONPATH", None)  # that Python must not find this checkout
     for wrapper in (RUN, RUN.parent / "warpstore-launch"):
         proc = subprocess.run(
             [str(wrapper), "true"], env=env, capture_output=True, text=True, timeout=60,
