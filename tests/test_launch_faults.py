@@ -482,3 +482,18 @@ def test_request_stop_through_the_lease(tmp_path: Path) -> None:
     assert done.wait(5)
     assert "asked its servers to stop" in lost[0]
     thread.join(5)
+
+
+def test_warpstore_run_with_a_serverless_connector_just_runs_the_app(
+    job: dict[str, Any],
+) -> None:
+    """The same job line works with --connector file: nothing to start, the app runs."""
+    (job["dir"] / "app.py").write_text(MPI_APP)
+    proc = launch(
+        job, "--site", "local", "--connector", "file",
+        "--set", f"connector.file.store_dir={job['dir'] / 'objects'}", "--",
+        "mpiexec", "-n", "2", str(RUN), sys.executable, "app.py",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 1 of 2: allreduce 20" in proc.stdout
+    assert "used the file connector" in proc.stdout

@@ -83,12 +83,12 @@ def _main(argv: list[str] | None = None) -> int:
     leader = not local_rank
     connector = _connector()
     if not isinstance(connector, NodeServerConnector):
-        print(
-            f"warpstore-run: the job's connector {type(connector).__name__} has no node "
-            "servers; run the application directly",
-            file=sys.stderr,
-        )
-        return 2
+        # nothing to set up on this node (Redis, files, DAOS): the same job line works
+        # with any connector, so run the application as it is
+        close = getattr(connector, "close", None)
+        if callable(close):
+            close()
+        return _exec(command)
     directory = connector.settings().directory()
     lease = None
     if leader and not os.environ.get("WARPSTORE_MANIFEST"):
