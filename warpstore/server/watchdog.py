@@ -43,7 +43,10 @@ __all__ = ["LEASE_ENV", "Lease", "pid_start_time", "watch_launcher"]
 
 LEASE_ENV = "WARPSTORE_LAUNCHER_LEASE"
 RENEW_S = 2.0
-EXPIRES_S = 60.0  # generous: shared file systems cache metadata, nodes get busy
+# Generous: a false alarm loses the job's data, while a late stop only matters to a
+# launcher killed on another host inside an allocation that goes on (else the
+# scheduler ends everything). Shared file systems stall; nodes get busy.
+EXPIRES_S = 300.0
 
 logger = logging.getLogger("warpstore.server.watchdog")
 
