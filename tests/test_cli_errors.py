@@ -130,3 +130,8 @@ def test_error_line_maps_errors_to_messages_and_codes() -> None:
     assert code == 1 and message.startswith("KeyError: 'oops'") and "--debug" in message
     denied = PermissionError(13, "Permission denied", "/etc/shadow")
     assert "/etc/shadow" in error_line(denied)[0]
+
+
+def test_server_start_on_an_unknown_interface(env: dict[str, str]) -> None:
+    line = one_line(warpstore(env, "server", "start", "--interface", "nosuch0"))
+    assert "'nosuch0'" in line and "interfaces here: lo" in line

@@ -84,6 +84,13 @@ def start(
     if protocol and transport != "margo":
         raise click.UsageError("--protocol is for --transport margo")
     extra: dict[str, Any] = {"protocol": protocol} if transport == "margo" else {}
+    if interface:  # here, in one line, rather than in a detached server's log
+        from warpstore.server.runtime import default_address
+
+        try:
+            default_address(None, interface, transport)
+        except (OSError, ValueError) as e:
+            raise UserError(str(e)) from e
     if port:
         _check_port_free(transport, address, interface, port)
     if foreground:
