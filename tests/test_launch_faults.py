@@ -497,3 +497,27 @@ def test_warpstore_run_with_a_serverless_connector_just_runs_the_app(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 1 of 2: allreduce 20" in proc.stdout
     assert "used the file connector" in proc.stdout
+
+
+def test_launcher_pid_not_visible_from_the_start_falls_back_to_the_lease(
+    tmp_path: Path,
+) -> None:
+    """Same host name, another pid namespace (a container): no false alarm from the pid."""
+    import socket
+
+    from warpstore.server.watchdog import watch_launcher
+
+    lease = tmp_path / "launcher.lease"
+    gone_pid = 2**22 + 12345  # above pid_max's default: no such process here
+    lease.write_text(json.dumps(
+        {"pid": gone_pid, "host": socket.gethostname(), "beat": 1, "expires_s": 1.0}
+    ))
+    lost: list[str] = []
+    done = threading.Event()
+    thread = watch_launcher(lambda r: (lost.append(r), done.set()), str(lease), poll_s=0.05)
+    assert thread is not None
+    time.sleep(0.5)
+    assert not done.is_set(), lost  # the pid alone is not believed
+    assert done.wait(10)  # but a lease that is never renewed still expires
+    assert "was not renewed" in lost[0]
+    thread.join(5)

@@ -161,11 +161,17 @@ def watch_launcher(
     def run() -> None:
         last_beat: Any = None
         changed = time.monotonic()
+        pids_comparable: bool | None = None  # decided at the first reading
         while not stopped.is_set():
             lease = _read(Path(lease_path))
             now = time.monotonic()
             if lease is not None:
-                reason = launcher_gone(lease)
+                reason = launcher_gone(lease) if pids_comparable is not False else None
+                if pids_comparable is None:
+                    # A launcher that looks dead at once is one whose pid we cannot see
+                    # (a container with its own pid namespace, same host name): trust
+                    # only the lease's renewal then, never a pid.
+                    pids_comparable, reason = reason is None, None
                 if lease.get("stop"):
                     reason = "the launcher asked its servers to stop (end of the job)"
                 if reason:
