@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from warpstore.exceptions import UserError
+from warpstore.exceptions import UserError, WarpstoreError
 from warpstore.hpc.connectors import NODE_SERVER_TRANSPORTS, node_server_settings
 from warpstore.hpc.environment import detect_environment
 from warpstore.hpc.manifest import read_manifest
@@ -115,9 +115,8 @@ def _resolve_server_line(site: SiteConfig, line: str) -> list[str]:
     if found is None:
         raise LaunchError(
             f"`{argv[i]}` (in the server launcher line of site {site.name!r}: `{line}`) is not "
-            "on PATH "
-            f"nor beside {sys.executable}: {_missing_program_hint(argv[i])}; or give another "
-            "line with --set launcher.servers='...'"
+            f"on PATH nor beside {sys.executable}: {_missing_program_hint(argv[i])}; or give "
+            "another line with --set launcher.servers='...'"
         )
     argv[i] = found
     return argv
@@ -459,14 +458,14 @@ def _check_redis(conn: Any, timeout: float = 3.0) -> None:
         ) from e
 
 
-def _fail_report(job_dir: Path, head: dict[str, Any], error: UserError) -> None:
+def _fail_report(job_dir: Path, head: dict[str, Any], error: WarpstoreError) -> None:
     """The report of a launch that ended before or as the workflow started."""
     write_json_atomic(
         job_dir / "report.json",
         {
             "job": head.get("job_id"),
             "site": head.get("site"),
-            "exit_code": error.exit_code,
+            "exit_code": getattr(error, "exit_code", 1),
             "error": str(error),
             "nodes": [],
             "servers_expected": 0,
@@ -500,7 +499,7 @@ def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> i
             config = conn.config()
         finally:
             conn.close()
-    except UserError as e:
+    except WarpstoreError as e:  # UserError, or a connector's own (DAOS without pydaos)
         _fail_report(job_dir, head, e)
         raise
     manifest_path = job_dir / "manifest.json"
