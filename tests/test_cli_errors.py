@@ -8,6 +8,7 @@ traceback is still there for a bug report with ``--debug`` or
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 import socket
@@ -95,6 +96,8 @@ def test_launch_daos_without_pydaos(env: dict[str, str], tmp_path: Path) -> None
     )
     line = one_line(proc)
     assert "needs pydaos" in line and "module load daos" in line
+    (report,) = tmp_path.glob("warpstore-*/report.json")
+    assert "needs pydaos" in json.loads(report.read_text())["error"]
 
 
 def test_relay_without_its_extra_names_the_install(env: dict[str, str], tmp_path: Path) -> None:
