@@ -27,12 +27,18 @@ import warpstore
 from warpstore.proxy import get_factory, is_resolved
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mib", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Producer ranks put numpy arrays; consumer ranks resolve the proxies.",
+        epilog="Run under MPI inside a job: warpstore launch --site local -- "
+        "mpiexec -n 4 python examples/mpi_workflow.py",
+    )
+    parser.add_argument("--size-mib", type=float, default=4.0, help="size of each array")
+    parser.add_argument("--rounds", type=int, default=3, help="arrays each producer sends")
+    return parser.parse_args()
 
+
+def main(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     rank, size = comm.rank, comm.size
     if size < 2:
@@ -78,9 +84,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # parsed outside the MPI_Abort guard: --help and bad options exit normally (every
+    # rank parses the same command line, so no rank is left waiting in a collective)
+    arguments = parse_args()
     code = 1
     try:
-        code = main()
+        code = main(arguments)
     except BaseException:
         # one rank failing must not leave the others blocked in a collective
         import traceback

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from warpstore import __version__
+from warpstore.cli_errors import ErrorHandlingGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="warpstore")
-def cli() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the traceback of an error (also WARPSTORE_DEBUG=1).",
+)
+def cli(debug: bool) -> None:
     """Move data between the tasks of HPC and distributed Python workflows by reference."""
+    if debug:  # in the environment, so that what this command starts inherits it
+        os.environ["WARPSTORE_DEBUG"] = "1"
 
 
 @cli.command()

@@ -156,6 +156,7 @@ def check(name: str) -> None:
     """Ask endpoint NAME whether it answers and is on its relay."""
     from warpstore.endpoint.client import EndpointClient
     from warpstore.exceptions import ConnectorError
+    from warpstore.units import plural
 
     config = load_config(name)
     client = EndpointClient(endpoint_dir(name) / "endpoint.sock", timeout=10)
@@ -168,7 +169,7 @@ def check(name: str) -> None:
     relay = "connected to " + str(config.relay_server) if reply["relay"] else "no relay"
     click.echo(
         f"endpoint {name} {reply['uuid']}: answering (pid {reply['pid']}), {relay}, "
-        f"{reply['objects']} objects"
+        f"{plural(reply['objects'], 'object')}"
     )
 
 

@@ -334,19 +334,15 @@ def launch(
     command: tuple[str, ...],
 ) -> None:
     """Start a server per node, run CMD, stop the servers, write a report."""
-    from warpstore.hpc.launcher import LaunchError
     from warpstore.hpc.launcher import launch as do_launch
 
     logging.basicConfig(
         level=os.environ.get("WARPSTORE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        cfg = load_site(site_name or os.environ.get("WARPSTORE_SITE", "local"), overrides)
-        rc = do_launch(cfg, list(command), connector=connector, nodes=nodes)
-    except (SiteConfigError, LaunchError) as e:
-        _fail(str(e))
-    sys.exit(rc)
+    # errors (a site, a missing program, servers that fail) end as one line: cli_errors
+    cfg = load_site(site_name or os.environ.get("WARPSTORE_SITE", "local"), overrides)
+    sys.exit(do_launch(cfg, list(command), connector=connector, nodes=nodes))
 
 
 COMMANDS = [site, render, submit, status, cancel, launch]

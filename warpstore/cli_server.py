@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from warpstore.exceptions import UserError
 from warpstore.units import format_size, parse_size
 
 
@@ -83,6 +84,15 @@ def start(
     if protocol and transport != "margo":
         raise click.UsageError("--protocol is for --transport margo")
     extra: dict[str, Any] = {"protocol": protocol} if transport == "margo" else {}
+    if interface:  # here, in one line, rather than in a detached server's log
+        from warpstore.server.runtime import default_address
+
+        try:
+            default_address(None, interface, transport)
+        except (OSError, ValueError) as e:
+            raise UserError(str(e)) from e
+    if port:
+        _check_port_free(transport, address, interface, port)
     if foreground:
         from warpstore.server.main import run_server
 
@@ -97,9 +107,8 @@ def start(
                 runtime_dir=runtime_dir,
                 **extra,
             )
-        except (OSError, RuntimeError, ValueError) as e:
-            click.echo(f"warpstore server: {e}", err=True)
-            sys.exit(1)
+        except (OSError, RuntimeError, ValueError) as e:  # bind, "already running", options
+            raise UserError(f"server: {e}") from e
         return
     connector = _connector(
         transport,
@@ -117,6 +126,27 @@ def start(
         f"(pid {info['pid']}, log {info.get('log')})"
     )
     connector.close()
+
+
+def _check_port_free(transport: str, address: str | None, interface: str | None, port: int) -> None:
+    """Refuse a busy ``--port`` here, in one line, not in a detached server's log."""
+    import errno
+    import socket
+
+    from warpstore.server.runtime import default_address
+
+    ip = default_address(address, interface, transport)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not busy
+        try:
+            probe.bind((ip, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise UserError(f"cannot bind {ip}:{port}: {e.strerror}") from e
+            raise UserError(
+                f"port {port} on {ip} is already in use (another server? see `warpstore server "
+                "status`); choose another --port, or leave it out to take any free one"
+            ) from e
 
 
 def _connector(transport: str, **kwargs: Any) -> Any:

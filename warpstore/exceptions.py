@@ -14,6 +14,23 @@ class WarpstoreError(Exception):
     """Base class of every error raised on purpose by warpstore."""
 
 
+class UserError(WarpstoreError):
+    """A mistake the user can fix (a command, an option, a missing program or service).
+
+    The command line prints its message as one line, ``warpstore: error: ...``,
+    with no traceback (``--debug`` or ``WARPSTORE_DEBUG=1`` shows it), and
+    exits with :attr:`exit_code`: 1 by default, 126/127 where a shell would
+    (a command that is not executable / not found).
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
 class SerializationError(WarpstoreError):
     """An object could not be turned into bytes, or bytes back into an object."""
 

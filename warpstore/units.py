@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_size", "parse_size"]
+__all__ = ["format_size", "parse_size", "plural"]
 
 _UNITS = {
     "": 1,
@@ -53,3 +53,8 @@ def format_size(n: int | float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def plural(n: int, word: str) -> str:
+    """``1 server``, ``2 servers``: counts in messages read as English."""
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -7,6 +7,15 @@ node), waits for rank 0 to write the manifest, runs the user's command with
 SIGTERM near the walltime) stops every server, writes ``report.json`` next to
 the manifest, prints a one-paragraph summary and exits with the command's
 status.
+
+Faults end the same way, never with servers left behind: a workflow command
+that cannot start exits 127 (not found) or 126 (not executable) like a shell,
+after the teardown and with a report; a stop signal (SIGTERM, SIGUSR1, SIGINT)
+at any point tears down what is up; if the launcher itself is killed, the
+servers notice through its lease (:mod:`warpstore.server.watchdog`) and stop
+themselves. Programs (the site's ``mpiexec``/``srun``, the workflow's) are
+looked for on PATH, then beside the running interpreter, and a missing one
+is a one-line error naming the site's launcher line and the fix.
 """
 
 from __future__ import annotations
@@ -14,29 +23,125 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from warpstore.exceptions import UserError, WarpstoreError
 from warpstore.hpc.connectors import NODE_SERVER_TRANSPORTS, node_server_settings
 from warpstore.hpc.environment import detect_environment
 from warpstore.hpc.manifest import read_manifest
 from warpstore.hpc.siteconfig import SiteConfig
 from warpstore.server.runtime import create_token_file, read_json, write_json_atomic
-from warpstore.units import format_size
+from warpstore.units import format_size, plural
 
-__all__ = ["LaunchError", "launch"]
+__all__ = ["LaunchError", "find_program", "launch"]
 
 logger = logging.getLogger("warpstore.launch")
 
+# The scheduler's early walltime warning (Slurm `--signal=B:TERM@120`, or USR1 where
+# a site prefers it) and Ctrl-C: each ends the workflow and tears down in order.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
-class LaunchError(RuntimeError):
+
+class LaunchError(UserError, RuntimeError):
     """The servers could not be started; the message says on which node and why."""
+
+
+def _interpreter_dirs() -> list[str]:
+    """Where programs installed with this Python live (a venv's bin: the mpich wheel's mpiexec)."""
+    dirs = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    return [d for i, d in enumerate(dirs) if d and d not in dirs[:i]]
+
+
+def find_program(name: str) -> str | None:
+    """``name`` on PATH, else beside the running interpreter, else ``None``.
+
+    A job's shell often has not activated the environment that holds
+    warpstore (``bash -l`` resets PATH), but the launcher runs with its
+    interpreter, and ``pip install mpich`` puts ``mpiexec`` right beside it.
+    """
+    if os.sep in name:
+        return name if os.path.exists(name) else None
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _interpreter_dirs():
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _program_index(argv: Sequence[str]) -> int:
+    """Index of the program in a line such as ``env PALS_LOCAL_LAUNCH=0 mpiexec -n 2``."""
+    i = 0
+    if argv[:1] == ["env"]:
+        i = 1
+        while i < len(argv) and ("=" in argv[i] and not argv[i].startswith("-")):
+            i += 1
+    return i
+
+
+def _missing_program_hint(program: str) -> str:
+    if program == "srun":
+        return (
+            "run `warpstore launch` inside a Slurm allocation (the script `sbatch` runs, or "
+            "`salloc`) on a node with Slurm's commands"
+        )
+    if program in ("mpiexec", "mpirun", "aprun"):
+        return (
+            "load the site's MPI (e.g. `module load` it in the site config's `modules`), or on "
+            "a laptop/CI `pip install 'warpstore[mpich]'` into this environment"
+        )
+    return "install it, or activate the environment that holds it"
+
+
+def _resolve_server_line(site: SiteConfig, line: str) -> list[str]:
+    """The site's server launcher line as argv, its program made absolute, or a one-line error."""
+    argv = shlex.split(line)
+    i = _program_index(argv)
+    if i >= len(argv):
+        raise LaunchError(f"site {site.name!r}: the launcher line `{line}` names no program")
+    found = find_program(argv[i])
+    if found is None:
+        raise LaunchError(
+            f"`{argv[i]}` (in the server launcher line of site {site.name!r}: `{line}`) is not "
+            f"on PATH nor beside {sys.executable}: {_missing_program_hint(argv[i])}; or give "
+            "another line with --set launcher.servers='...'"
+        )
+    argv[i] = found
+    return argv
+
+
+def _resolve_workflow(command: Sequence[str]) -> str:
+    """The workflow's program, found as :func:`find_program` does (its argv stays as typed).
+
+    Fails like a shell: 127 for a command that is not found, 126 for one that
+    cannot be executed.
+    """
+    program = command[0]
+    found = find_program(program)
+    if found is None:
+        where = "" if os.sep in program else f" (not on PATH nor beside {sys.executable})"
+        hint = "" if os.sep in program else f"; {_missing_program_hint(program)}"
+        raise UserError(f"{program}: command not found{where}{hint}", exit_code=127)
+    if os.path.isdir(found) or not os.access(found, os.X_OK):
+        why = "Is a directory" if os.path.isdir(found) else "Permission denied"
+        raise UserError(
+            f"{program}: cannot execute: {why} (chmod +x {found}, or run it through its "
+            "interpreter)",
+            exit_code=126,
+        )
+    return found
 
 
 def _job_dir(site: SiteConfig, job_id: str) -> Path:
@@ -65,6 +170,11 @@ def _job_env(site: SiteConfig, job_id: str, extra: dict[str, str]) -> dict[str, 
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in site.get("environment", {}).items()})
     env.update({"WARPSTORE_JOB_ID": job_id.replace("/", "_"), "WARPSTORE_SITE": site.name})
+    # launch/warpstore-run (and any task) finds the Python that runs warpstore, and
+    # programs installed beside it (mpiexec), even where the job's PATH lacks them
+    env.setdefault("WARPSTORE_PYTHON", sys.executable)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    env["PATH"] = os.pathsep.join(path + [d for d in _interpreter_dirs() if d not in path])
     env.update(extra)
     return env
 
@@ -79,15 +189,39 @@ def _manifest_head(site: SiteConfig, env_info: Any, job_id: str, job_dir: Path) 
     }
 
 
-def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10.0) -> None:
+def _stop_servers(
+    manifest: dict[str, Any],
+    token_file: str,
+    runtime_dir: Path,
+    lease: Any,
+    grace: float = 10.0,
+    timeout: float = 10.0,
+) -> None:
+    """Stop every server of the manifest (elastic ones too).
+
+    First through the lease: the servers watch it and stop themselves, so the
+    batch shell needs no access to their network (on Slingshot, cxi is not
+    usable from the batch step). A server that has not reported within
+    ``grace`` seconds (a job directory whose file system is slow to show the
+    change) gets an authenticated SHUTDOWN, then SIGTERM if it runs here.
+    """
     from warpstore.server.clients import client_for, transport_of
     from warpstore.server.protocol import Op
     from warpstore.server.runtime import load_token
 
+    lease.request_stop()
+    pending = list(manifest.get("servers", []))
+    deadline = time.monotonic() + grace
+    while pending and time.monotonic() < deadline:
+        pending = [s for s in pending if not _has_stopped(s, runtime_dir)]
+        if pending:
+            time.sleep(0.05)
+    if not pending:
+        return
     token, _ = load_token(token_file=token_file)
     clients: dict[str, Any] = {}
     try:
-        for server in manifest.get("servers", []):
+        for server in pending:
             try:
                 transport = transport_of(server["address"])
                 if transport not in clients:
@@ -104,6 +238,26 @@ def _stop_servers(manifest: dict[str, Any], token_file: str, timeout: float = 10
     finally:
         for client in clients.values():
             client.close()
+
+
+def _has_stopped(server: dict[str, Any], runtime_dir: Path) -> bool:
+    """The server wrote its final report, or (on this host) its process has exited."""
+    if _gone_from_here(server):
+        return True
+    for path in runtime_dir.glob(f"*/nodes/{server.get('node')}/*/report.json"):
+        if (read_json(path) or {}).get("pid") == server.get("pid"):
+            return True
+    return False
+
+
+def _gone_from_here(server: dict[str, Any]) -> bool:
+    """True if ``server`` ran on this host and its process has exited."""
+    import socket
+
+    from warpstore.server.runtime import pid_alive
+
+    pid = int(server.get("pid") or 0)
+    return bool(pid) and server.get("host") == socket.gethostname() and not pid_alive(pid)
 
 
 def _terminate_if_here(server: dict[str, Any]) -> None:
@@ -191,10 +345,11 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
     busiest = max(nodes, key=lambda n: n["bytes_put"] + n["bytes_got"], default=None)
     t = report["timings_s"]
     text = (
-        f"warpstore: job {report['job']} on site {report['site']} ran {len(nodes)} "
-        f"server(s) ({report['servers_expected']} in the manifest); the workflow exited "
-        f"with {report['exit_code']}. Tasks put {puts} objects ({format_size(put_bytes)}) and "
-        f"got {gets} ({format_size(got_bytes)}); {errors} server errors. "
+        f"warpstore: job {report['job']} on site {report['site']} ran "
+        f"{plural(len(nodes), 'server')} ({report['servers_expected']} in the manifest); the "
+        f"workflow exited with {report['exit_code']}. Tasks put {plural(puts, 'object')} "
+        f"({format_size(put_bytes)}) and got {gets} ({format_size(got_bytes)}); "
+        f"{plural(errors, 'server error')}. "
         f"Servers ready in {t.get('ready', 0):.2f} s, workflow {t.get('workflow', 0):.2f} s, "
         f"teardown {t.get('teardown', 0):.2f} s."
     )
@@ -206,23 +361,117 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
     return text + f" Manifest and report: {job_dir}."
 
 
-def _run_workflow(command: Sequence[str], env: dict[str, str]) -> tuple[int, list[int]]:
-    """Run CMD, forwarding SIGTERM/SIGINT (the scheduler's walltime warning) to it."""
-    workflow = subprocess.Popen(list(command), env=env)
-    received: list[int] = []
+class _Stopped(UserError):
+    """A stop signal arrived before the workflow started: tear down what is up."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if workflow.poll() is None:
-            workflow.send_signal(signum)
+    def __init__(self, signum: int) -> None:
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} before the workflow started",
+            exit_code=128 + signum,
+        )
+        self.signum = signum
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+
+class _SignalRelay:
+    """The launcher's handler for :data:`STOP_SIGNALS`, for the whole launch.
+
+    While servers start, a signal aborts the start (teardown follows); while
+    the workflow runs, it is forwarded to the workflow, whose end starts the
+    teardown; afterwards it is only recorded, so teardown and report finish.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.workflow: subprocess.Popen[bytes] | None = None
+        self.starting = True
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.workflow is not None:
+            if self.workflow.poll() is None:
+                self.workflow.send_signal(signum)
+        elif self.starting:
+            raise _Stopped(signum)
+
+    def note(self) -> None:
+        if self.received:
+            logger.warning(
+                "stopped early by %s", ", ".join(signal.Signals(s).name for s in self.received)
+            )
+
+
+@contextmanager
+def _stop_signals() -> Iterator[_SignalRelay]:
+    relay = _SignalRelay()
+    old = {s: signal.signal(s, relay) for s in STOP_SIGNALS}
     try:
-        rc = workflow.wait()
+        yield relay
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    return (rc if rc >= 0 else 128 - rc), received
+
+
+def _run_workflow(
+    command: Sequence[str], program: str, env: dict[str, str], relay: _SignalRelay
+) -> int:
+    """Run CMD (signals are forwarded to it by ``relay``); its status, 128+N if killed by N."""
+    relay.starting = False  # from here a signal is the workflow's, never lost
+    try:
+        workflow = subprocess.Popen(list(command), executable=program, env=env)
+    except OSError as e:  # vanished since we looked, or not a valid executable
+        raise UserError(
+            f"{command[0]}: cannot run: {e.strerror or e}",
+            exit_code=127 if isinstance(e, FileNotFoundError) else 126,
+        ) from e
+    relay.workflow = workflow
+    if relay.received:  # arrived while it was being started
+        workflow.send_signal(relay.received[-1])
+    rc = workflow.wait()
+    return rc if rc >= 0 else 128 - rc
+
+
+def _check_redis(conn: Any, timeout: float = 3.0) -> None:
+    """Fail before the workflow starts if the Redis server does not answer PING."""
+    import redis
+
+    address = getattr(conn, "address", "?")
+    try:
+        if "://" in str(conn.hostname):
+            client = redis.Redis.from_url(
+                conn.hostname, socket_connect_timeout=timeout, socket_timeout=timeout
+            )
+        else:
+            client = redis.Redis(
+                host=conn.hostname,
+                port=conn.port or 6379,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+            )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.exceptions.RedisError as e:
+        raise LaunchError(
+            f"Redis at {address} does not answer ({e}): start redis-server there, or point "
+            "the job at one with --set connector.redis.host=HOST --set connector.redis.port=PORT"
+        ) from e
+
+
+def _fail_report(job_dir: Path, head: dict[str, Any], error: WarpstoreError) -> None:
+    """The report of a launch that ended before or as the workflow started."""
+    write_json_atomic(
+        job_dir / "report.json",
+        {
+            "job": head.get("job_id"),
+            "site": head.get("site"),
+            "exit_code": getattr(error, "exit_code", 1),
+            "error": str(error),
+            "nodes": [],
+            "servers_expected": 0,
+            "servers_reported": 0,
+        },
+    )
 
 
 def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> int:
@@ -237,23 +486,40 @@ def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> i
 
     env_info, raw_id, job_dir = _job(site)
     job_id = raw_id.replace("/", "_")
+    head = _manifest_head(site, env_info, job_id, job_dir)
     try:
-        conn = connector_from_site(site, kind, job_dir)
-    except (NotImplementedError, ValueError) as e:
-        raise LaunchError(str(e)) from e
+        program = _resolve_workflow(command)
+        try:
+            conn = connector_from_site(site, kind, job_dir)
+        except (NotImplementedError, ValueError) as e:
+            raise LaunchError(str(e)) from e
+        try:
+            if kind == "redis":
+                _check_redis(conn)
+            config = conn.config()
+        finally:
+            conn.close()
+    except WarpstoreError as e:  # UserError, or a connector's own (DAOS without pydaos)
+        _fail_report(job_dir, head, e)
+        raise
     manifest_path = job_dir / "manifest.json"
     manifest: dict[str, Any] = {
-        **_manifest_head(site, env_info, job_id, job_dir),
+        **head,
         "servers": [],
-        "connector": {"type": kind, "config": conn.config()},
+        "connector": {"type": kind, "config": config},
         "created": time.time(),
     }
     write_manifest(manifest_path, manifest)
-    conn.close()
     env = _job_env(site, job_id, {"WARPSTORE_MANIFEST": str(manifest_path)})
     logger.info("connector %s needs no node servers: %s", kind, manifest["connector"]["config"])
     t1 = time.monotonic()
-    rc, received = _run_workflow(command, env)
+    with _stop_signals() as relay:
+        relay.starting = False  # nothing to abort: the workflow is all there is
+        try:
+            rc = _run_workflow(command, program, env, relay)
+        except UserError as e:
+            _fail_report(job_dir, head, e)
+            raise
     timings = {"ready": 0.0, "workflow": time.monotonic() - t1, "teardown": 0.0}
     report = {
         "job": job_id,
@@ -272,9 +538,31 @@ def _launch_serverless(site: SiteConfig, command: Sequence[str], kind: str) -> i
         f"Manifest and report: {job_dir}.",
         flush=True,
     )
-    if received:
-        logger.warning("stopped early by %s", ", ".join(signal.Signals(x).name for x in received))
+    relay.note()
     return rc
+
+
+def _check_nodes(site: SiteConfig, env_info: Any, nodes: int | None) -> int:
+    """How many nodes get a server; refuse a count the allocation (or machine) lacks."""
+    simulated = bool(os.environ.get("WARPSTORE_SIMULATE_NODES"))  # test-only, one host
+    if env_info.scheduler == "none":
+        count = nodes or int(site.get("nodes") or 1)
+        if count > 1 and not simulated:
+            raise LaunchError(
+                f"--nodes {count}: outside a batch job (site {site.name!r}, no scheduler) "
+                "there is one node, this machine, so only one server would run; use --nodes 1, "
+                "or `warpstore submit` the job to a cluster site"
+            )
+        return count
+    have = env_info.num_nodes
+    if nodes and nodes > have and not simulated:
+        raise LaunchError(
+            f"--nodes {nodes}: this {env_info.scheduler} job has "
+            f"{plural(have, 'node')} ({', '.join(env_info.nodes[:4])}"
+            f"{', ...' if have > 4 else ''}); ask for more nodes when submitting, or use "
+            f"--nodes {have} or fewer"
+        )
+    return nodes or have
 
 
 def launch(
@@ -285,7 +573,13 @@ def launch(
     nodes: int | None = None,
     ready_timeout: float = 120.0,
 ) -> int:
-    """Run ``command`` with a server on every node; return its exit status."""
+    """Run ``command`` with a server on every node; return its exit status.
+
+    Whatever happens after the first server starts (the workflow cannot be
+    run, a stop signal, an error), the servers are stopped and a report is
+    written; if this process is killed outright, the servers notice through
+    the lease (:mod:`warpstore.server.watchdog`) and stop themselves.
+    """
     if not command:
         raise LaunchError("no command to run: give it after --")
     kind = connector or site["connector"]["type"]
@@ -295,7 +589,15 @@ def launch(
     if kind not in NODE_SERVER_TRANSPORTS:
         return _launch_serverless(site, command, kind)
     env_info, job_id, job_dir = _job(site)
-    num_nodes = nodes or (env_info.num_nodes if env_info.scheduler != "none" else site["nodes"])
+    head = _manifest_head(site, env_info, job_id, job_dir)
+    try:
+        num_nodes = _check_nodes(site, env_info, nodes)
+        program = _resolve_workflow(command)
+        line = site["launcher"]["servers"].format(nodes=num_nodes)
+        launch_argv = _resolve_server_line(site, line)
+    except UserError as e:
+        _fail_report(job_dir, head, e)
+        raise
     runtime_dir = job_dir / "runtime"
     runtime_dir.mkdir(exist_ok=True, mode=0o700)
     token_file = _token_file(job_dir)
@@ -306,10 +608,17 @@ def launch(
     ucx_env = settings.pop("ucx_env", None)
     protocol = settings.pop("protocol", None)
 
+    from warpstore.server.watchdog import LEASE_ENV, Lease
+
+    lease = Lease(job_dir / "launcher.lease").start()
     child_env = _job_env(
         site,
         job_id,
-        {"WARPSTORE_RUNTIME_DIR": str(runtime_dir), "WARPSTORE_TOKEN_FILE": str(token_file)},
+        {
+            "WARPSTORE_RUNTIME_DIR": str(runtime_dir),
+            "WARPSTORE_TOKEN_FILE": str(token_file),
+            LEASE_ENV: str(lease.path),
+        },
     )
     if ucx_env:  # the servers and every task use the site's UCX settings
         child_env.update({str(k): str(v) for k, v in ucx_env.items()})
@@ -327,7 +636,7 @@ def launch(
                 "MPI and ucxx share it"
             )
     base: dict[str, Any] = {
-        **_manifest_head(site, env_info, job_id, job_dir),
+        **head,
         "token_file": str(token_file),
         "runtime_dir": str(runtime_dir),
         "connector": {
@@ -350,13 +659,13 @@ def launch(
                 "config": routing_config(site, kind, base["connector"]["config"], str(job_dir)),
             }
         except (NotImplementedError, ValueError) as e:
+            lease.stop()
             raise LaunchError(str(e)) from e
     base_path = job_dir / "manifest-base.json"
     write_json_atomic(base_path, base)
 
-    line = site["launcher"]["servers"].format(nodes=num_nodes)
     server_cmd = [
-        *shlex.split(line),
+        *launch_argv,
         sys.executable,
         "-m",
         "warpstore.hpc.server_rank",
@@ -379,6 +688,71 @@ def launch(
         server_env["WARPSTORE_SIMULATE_NODES"] = "1"  # one server rank per simulated node
 
     timings: dict[str, float] = {}
+    failure: BaseException | None = None
+    rc = 1
+    with _stop_signals() as relay:
+        t0 = t1 = time.monotonic()
+        try:
+            servers = _start_servers(
+                server_cmd, server_env, job_dir, manifest_path, line, ready_timeout
+            )
+        except BaseException as e:
+            lease.stop()
+            relay.starting = False
+            relay.note()
+            if isinstance(e, UserError):
+                _fail_report(job_dir, head, e)
+            raise
+        try:
+            t1 = time.monotonic()
+            timings["ready"] = t1 - t0
+            manifest = read_manifest(manifest_path)
+            logger.info(
+                "%s ready in %.2f s: %s",
+                plural(len(manifest["servers"]), "server"),
+                timings["ready"],
+                ", ".join(f"{s['node']}={s['address']}" for s in manifest["servers"]),
+            )
+            child_env["WARPSTORE_MANIFEST"] = str(manifest_path)
+            t1 = time.monotonic()
+            rc = _run_workflow(command, program, child_env, relay)
+        except _Stopped as e:  # between the servers' start and the workflow's
+            rc = e.exit_code
+        except UserError as e:
+            rc, failure = e.exit_code, e
+        except BaseException as e:
+            failure = e
+        finally:
+            relay.starting = False
+            timings["workflow"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            manifest = read_manifest(manifest_path)  # elastic servers may have joined
+            try:
+                _stop_servers(manifest, str(token_file), runtime_dir, lease)
+            finally:
+                _end_process(servers, 30)
+                lease.stop()
+            timings["teardown"] = time.monotonic() - t2
+            report = _collect_report(job_dir, runtime_dir, manifest, rc, timings)
+            if failure is not None:
+                report["error"] = f"{type(failure).__name__}: {failure}"
+                write_json_atomic(job_dir / "report.json", report)
+        print(_summary(report, job_dir), flush=True)
+        relay.note()
+    if failure is not None:
+        raise failure
+    return rc
+
+
+def _start_servers(
+    server_cmd: list[str],
+    server_env: dict[str, str],
+    job_dir: Path,
+    manifest_path: Path,
+    line: str,
+    ready_timeout: float,
+) -> subprocess.Popen[bytes]:
+    """Start the server launch and wait for rank 0's manifest; end it on any failure."""
     t0 = time.monotonic()
     log_path = job_dir / "servers.log"
     with open(log_path, "ab") as log:
@@ -409,30 +783,9 @@ def launch(
                     f"(launch line `{line}`; see {log_path})"
                 )
             time.sleep(0.01)
-    except BaseException:
-        _end_process(servers, 10)
+    except BaseException as e:
+        # failed servers exit by themselves (give them time to write their reports);
+        # on a stop signal there is nothing to wait for
+        _end_process(servers, 0.5 if isinstance(e, _Stopped) else 10)
         raise
-    timings["ready"] = time.monotonic() - t0
-    manifest = read_manifest(manifest_path)
-    logger.info(
-        "%d servers ready in %.2f s: %s",
-        len(manifest["servers"]),
-        timings["ready"],
-        ", ".join(f"{s['node']}={s['address']}" for s in manifest["servers"]),
-    )
-
-    child_env["WARPSTORE_MANIFEST"] = str(manifest_path)
-    t1 = time.monotonic()
-    rc, received = _run_workflow(command, child_env)
-    timings["workflow"] = time.monotonic() - t1
-
-    t2 = time.monotonic()
-    manifest = read_manifest(manifest_path)  # elastic servers may have joined
-    _stop_servers(manifest, str(token_file))
-    _end_process(servers, 30)
-    timings["teardown"] = time.monotonic() - t2
-    report = _collect_report(job_dir, runtime_dir, manifest, rc, timings)
-    print(_summary(report, job_dir), flush=True)
-    if received:
-        logger.warning("stopped early by %s", ", ".join(signal.Signals(s).name for s in received))
-    return rc
+    return servers

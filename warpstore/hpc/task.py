@@ -78,7 +78,9 @@ def task_store() -> Store[Any]:
 
                 site = load_site(os.environ.get("WARPSTORE_SITE", "local"))
                 connector = connector_from_site(site)
-                logger.info(
+                # a warning: silently using a different store than the job's is how data
+                # ends up where the other tasks never look
+                logger.warning(
                     "not inside a `warpstore launch` job (WARPSTORE_MANIFEST unset): using "
                     "site %r's default connector %r",
                     site.name,

@@ -28,7 +28,7 @@ from warpstore.server.runtime import (
     write_json_atomic,
 )
 from warpstore.server.spawn import find_server
-from warpstore.units import format_size
+from warpstore.units import format_size, plural
 
 __all__ = ["RunningServer", "run_server"]
 
@@ -121,6 +121,10 @@ class RunningServer:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # inside `warpstore launch`: stop if the launcher dies without stopping us
+        from warpstore.server.watchdog import watch_launcher
+
+        watch_launcher()
         limit = "no limit" if self.memory_limit is None else format_size(self.memory_limit)
         logger.info("serving at %s (job %s, memory limit %s)", server.address, job_id(), limit)
         try:
@@ -137,11 +141,11 @@ class RunningServer:
             Path(self.info_path).unlink(missing_ok=True)
         write_json_atomic(self.directory / "report.json", {**self.info, "final": status})
         logger.info(
-            "stopped %s: held %d objects (%s), served %d requests %s, in %s, out %s, errors %s",
+            "stopped %s: held %s (%s), served %s %s, in %s, out %s, errors %s",
             self.server.address,
-            status["objects"],
+            plural(status["objects"], "object"),
             format_size(status["bytes"]),
-            status["requests_total"],
+            plural(status["requests_total"], "request"),
             json.dumps(status["requests"]),
             format_size(status["bytes_in"]),
             format_size(status["bytes_out"]),
