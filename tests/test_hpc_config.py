@@ -599,7 +599,11 @@ def make_venv(path: Path) -> Path:
     """A venv-shaped directory (bin/activate, bin/python) without running venv: fast."""
     (path / "bin").mkdir(parents=True)
     (path / "bin" / "activate").write_text("# activate\n")
-    (path / "bin" / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a link to a venv's python found outside that
+    # venv would start the base interpreter, which may not have warpstore.
+    python = path / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
     return path
 
 

@@ -317,7 +317,10 @@ class Proxy(Generic[T]):
                 try:
                     default_hash = hash(target)
                 except TypeError as e:
-                    default_hash = e
+                    # A fresh exception without the traceback: it travels with
+                    # every pickled proxy, and pickling helpers such as tblib
+                    # (installed by Parsl) would otherwise carry the frames too.
+                    default_hash = TypeError(*e.args)
         _default_class_set(self, default_class)
         _default_hash_set(self, default_hash)
 
