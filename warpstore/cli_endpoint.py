@@ -184,5 +184,10 @@ def check(name: str) -> None:
 def relay(host: str, port: int, token_file: str) -> None:
     """Run the relay that introduces endpoints (signalling only; no data passes through)."""
     from warpstore.endpoint.relay import run_relay
+    from warpstore.server.runtime import read_token_file
 
-    run_relay(Path(token_file).read_text().strip().encode(), host, port)
+    try:  # a symlink, another user's file or one others can read is refused
+        token = read_token_file(token_file)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+    run_relay(token, host, port)

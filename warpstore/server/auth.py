@@ -301,3 +301,51 @@ class ClientSession:
         if h.status == Status.AUTH_FAILED:
             raise AuthenticationError(f"server {self.address} refused our request: {message}")
         raise ConnectorError(f"server {self.address} refused our request: {message}")
+
+
+class DataCipher:
+    """Optional end-to-end encryption of object data (``encrypt=True`` on a connector).
+
+    The putting client encrypts with AES-GCM under a key derived from the job
+    token (``HKDF-SHA256(token, info="warpstore/2 data")``), a random 12-byte
+    nonce and the object's id as associated data (a blob cannot be moved to
+    another key); the server stores the ciphertext and never sees the
+    plaintext; the getting client decrypts. Layout: ``b"WSe1" || nonce ||
+    ciphertext || tag``.
+    """
+
+    MAGIC = b"WSe1"
+    OVERHEAD = 4 + 12 + 16
+
+    def __init__(self, token: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from warpstore.server.protocol import _hkdf
+
+        self._aead = AESGCM(_hkdf(token, b"warpstore/2 data"))
+
+    def seal(self, object_id: bytes, data: Any) -> bytes:
+        nonce = secrets.token_bytes(12)
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        return self.MAGIC + nonce + self._aead.encrypt(nonce, view, object_id)
+
+    def open(self, object_id: bytes, blob: Any) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        view = memoryview(blob)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        if len(view) < self.OVERHEAD or bytes(view[:4]) != self.MAGIC:
+            raise ConnectorError(
+                f"object {object_id.decode(errors='replace')} is not encrypted, but this "
+                "connector has encrypt=True: it was stored by a connector without encryption"
+            )
+        try:
+            return self._aead.decrypt(bytes(view[4:16]), view[16:], object_id)
+        except InvalidTag:
+            raise AuthenticationError(
+                f"object {object_id.decode(errors='replace')} does not decrypt with this "
+                "job's token: it was encrypted by another job, or altered"
+            ) from None
