@@ -65,6 +65,17 @@ class RedisConnector:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.connect_timeout,
         }
+        if "retry" not in kwargs:
+            # redis-py retries timeouts 3 times by default, so a paused Redis took 4x (plus
+            # back-off) the stated timeout: retry dropped connections only.
+            from redis.backoff import ExponentialWithJitterBackoff
+            from redis.retry import Retry
+
+            kwargs["retry"] = Retry(
+                ExponentialWithJitterBackoff(base=0.01, cap=1.0),
+                3,
+                supported_errors=(redis.exceptions.ConnectionError,),
+            )
         self._redis_errors: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,

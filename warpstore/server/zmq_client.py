@@ -203,11 +203,12 @@ class ZMQClient(RequestClient):
             if h.op != req_op or reply_key != req_key:
                 raise ConnectorError(f"reply from {address} does not match its request")
             status = Status(h.status)
-            raise_for_status(
-                status,
-                None if data is None else data.bytes,
-                f"{Op(req_op).name} of key {req_key.decode(errors='replace')!r} at {address}",
-            )
+            if status not in (Status.OK, Status.NOT_FOUND):  # only then is the body words
+                raise_for_status(
+                    status,
+                    None if data is None else data.bytes,
+                    f"{Op(req_op).name} of key {req_key.decode(errors='replace')!r} at {address}",
+                )
             results[h.counter] = (status, data)
             del pending[h.counter]
         return [results[c] for c in order]
