@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -35,7 +36,7 @@ from tests.procs import kill_all, processes_matching
 from tests.wire import RawZMQ
 from warpstore.connectors.file import FileConnector
 from warpstore.connectors.zmq import ZMQConnector
-from warpstore.exceptions import ConnectorConnectionError, ConnectorError
+from warpstore.exceptions import AuthenticationError, ConnectorConnectionError, ConnectorError
 from warpstore.server.protocol import Kind, Op, Status
 from warpstore.server.runtime import (
     RuntimeFileError,
@@ -252,7 +253,7 @@ def server(runtime: Path) -> Iterator[tuple[ZMQConnector, str]]:
     c.close()
 
 
-def test_replayed_put_with_other_data_is_refused(server: Any) -> None:
+def test_replayed_put_is_refused_and_altered_data_never_reaches_a_consumer(server: Any) -> None:
     c, address = server
     raw = RawZMQ(address, c._token)
     try:
@@ -262,11 +263,11 @@ def test_replayed_put_with_other_data_is_refused(server: Any) -> None:
         raw.send([header, b"obj", honest])
         assert raw.reply()[1] == Status.OK
         # an observer replays the header and key with its own data of the same length
-        evil = b"an attacker's pickle, 32 bytes!"
+        evil = pickle.dumps(_Exploit(str(address)))[:31].ljust(31, b"x")
         assert len(evil) == len(honest)
         raw.send([header, b"obj", evil])
         kind, status, _, _ = raw.reply()
-        assert kind == Kind.REFUSAL and status == Status.AUTH_FAILED
+        assert kind == Kind.REFUSAL and status == Status.REPLAYED
         # ... or the whole message, as it was, on a new connection
         other = RawZMQ(address, c._token)
         try:
@@ -278,8 +279,23 @@ def test_replayed_put_with_other_data_is_refused(server: Any) -> None:
             other.close()
         got = c._client.request(address, Op.GET, b"obj")[1]
         assert bytes(got.buffer) == honest
+        # a man in the middle swaps the data of a fresh PUT: the server stores bytes it
+        # never reads, and the consumer refuses them before anything unpickles them
+        _, fresh = session.request(Op.PUT, b"obj2", honest)
+        raw.send([fresh, b"obj2", evil])
+        assert raw.reply()[1] == Status.OK
+        with pytest.raises(AuthenticationError, match="failed authentication"):
+            c._client.request(address, Op.GET, b"obj2")
     finally:
         raw.close()
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_replayed_shutdown_does_not_stop_the_next_server(runtime: Path) -> None:

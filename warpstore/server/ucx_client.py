@@ -211,7 +211,6 @@ class UCXClient(RequestClient):
             if status != Status.CONTINUE:
                 return status, reply
             payload = data if isinstance(data, np.ndarray) else np.frombuffer(view, np.uint8)
-            await ep.send(bytearray(session.data_header(counter, key, view) + key + TRAILER))
             await ep.send(payload)
         return await self._reply(ep, address, session, counter, op, key)
 

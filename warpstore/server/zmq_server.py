@@ -174,7 +174,7 @@ class ZMQServer:
             if header.op == Op.PUT and data is None:
                 data = b""
             try:
-                reply = self.core.handle(header.op, key, data, nbytes)
+                reply = self.core.handle(header.op, key, data, nbytes, header.data_tag_pair)
             except Exception as e:  # a bug must not take the node's data down with it
                 logger.exception(
                     "%s: error handling op %s key %r", self.core.describe(), header.op, key
@@ -183,4 +183,6 @@ class ZMQServer:
         body = reply.data if reply.status == Status.OK else reply.message.encode()
         if body is not None and memoryview(body).nbytes == 0:
             body = None
-        self._send(identity, self.auth.reply(session, header, key, reply.status, body), key, body)
+        tag = reply.tag if reply.status == Status.OK else None
+        reply_header = self.auth.reply(session, header, key, reply.status, body, data_tag=tag)
+        self._send(identity, reply_header, key, body)
