@@ -103,7 +103,7 @@ class UCXClient(RequestClient):
             self._drop_soon(address)
             op, key, _ = requests[0]
             raise ConnectorConnectionError(
-                f"no reply from server {address} within {timeout:g} s to "
+                f"no reply from server {address} within {timeout:g} s (the client's timeout) to "
                 f"{Op(op).name} of key {key.decode(errors='replace')!r} "
                 f"(from node {node_name()}): is the server running and reachable?"
             ) from None

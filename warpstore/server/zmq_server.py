@@ -55,7 +55,6 @@ class ZMQServer:
     def __init__(
         self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
     ) -> None:
-        self.auth = ServerAuth(token, memory_limit)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -65,6 +64,8 @@ class ZMQServer:
         # than the largest object it could ever store.
         self.max_frame = max_frame_size(memory_limit)
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # clients learn the limit in HELLO and never send a frame libzmq would cut off
+        self.auth = ServerAuth(token, self.max_frame)
         # Heartbeats: connections of dead or hung clients are closed within seconds.
         self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
