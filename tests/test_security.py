@@ -624,6 +624,15 @@ def test_relay_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "chmod 600" in lines[0] and str(token) in lines[0], proc.stderr
+    # an endpoint configured with it is refused at once, not when its daemon starts
+    configure = subprocess.run(
+        [sys.executable, "-m", "warpstore", "endpoint", "configure", "e1",
+         "--relay-server", "ws://127.0.0.1:9", "--relay-token-file", str(token)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "WARPSTORE_ENDPOINT_HOME": str(tmp_path / "endpoints")},
+    )
+    assert configure.returncode == 1 and "chmod 600" in configure.stderr
+    assert len(configure.stderr.strip().splitlines()) == 1
 
 
 def test_malformed_or_huge_peer_reply_fails_the_request_at_once() -> None:

@@ -62,6 +62,13 @@ def configure(
         _fail(f"--relay-server {relay_server!r}: use a ws:// or wss:// address")
     if relay_server and not relay_token_file:
         _fail("--relay-server needs --relay-token-file (the relay's shared token)")
+    if relay_token_file:
+        from warpstore.server.runtime import read_token_file
+
+        try:  # private, ours, no symlink: checked now rather than when the daemon starts
+            read_token_file(relay_token_file)
+        except OSError as e:
+            _fail(f"--relay-token-file: {e}")
     try:
         try:
             config = load_config(name)
