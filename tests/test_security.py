@@ -423,6 +423,45 @@ def test_stalled_oversized_frame_does_not_grow_the_server(runtime: Path) -> None
         c.close()
 
 
+def test_zmq_put_data_is_sent_only_after_the_server_has_room(runtime: Path) -> None:
+    from warpstore.exceptions import StoreFullError
+
+    c = ZMQConnector(timeout=10, memory_limit=4 << 20)
+    try:
+        address = c.local_server()["address"]
+        kept = c.put(bytes(3 << 20))
+        with pytest.raises(StoreFullError, match="full"):
+            c.put(bytes(2 << 20))  # announced, refused, never sent
+        raw = RawZMQ(address, c._token)
+        try:
+            session = raw.hello()
+            big = bytes(2 << 20)
+            _, announce = session.request(Op.PUT, b"k2", big, staged=True)
+            raw.send([announce, b"k2"])
+            kind, status, _, _ = raw.reply()
+            assert kind == Kind.REPLY and status == Status.STORE_FULL
+            raw.send([announce, b"k2", big])  # the data anyway: it got no CONTINUE
+            kind, status, _, _ = raw.reply()
+            assert kind == Kind.REFUSAL and status == Status.REPLAYED
+            small = bytes(1 << 20)
+            _, announce = session.request(Op.PUT, b"k3", small, staged=True)
+            raw.send([announce, b"k3"])
+            assert raw.reply()[:2] == (Kind.CONTINUE, Status.CONTINUE)
+            raw.send([announce, b"k3", small])
+            assert raw.reply()[:2] == (Kind.REPLY, Status.OK)
+            raw.send([announce, b"k3", small])  # the data message replayed
+            assert raw.reply()[:2] == (Kind.REFUSAL, Status.REPLAYED)
+        finally:
+            raw.close()
+        status = c.server_status()
+        assert status["objects"] == 2 and status["bytes_in"] == (3 << 20) + (1 << 20)
+        assert len(bytes(c.get(kept) or b"")) == 3 << 20
+    finally:
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
 # -- stale and hung servers ----------------------------------------------------------
 
 

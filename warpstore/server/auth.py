@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
@@ -55,6 +55,8 @@ class UnknownSession(ConnectorError):
 class ServerSession:
     sealer: SessionSealer
     last: int = -1  # highest counter accepted
+    # ZeroMQ two-step PUTs answered with CONTINUE: counter -> (key, data_len), taken once
+    staged: dict[int, tuple[bytes, int]] = field(default_factory=dict)
 
 
 class ServerAuth:
@@ -113,6 +115,39 @@ class ServerAuth:
                 )
             else:
                 session.last = h.counter
+            self._sessions.move_to_end(h.session)
+        return h, session
+
+    def stage(self, session: ServerSession, h: Header, key: bytes) -> None:
+        """Remember an announced PUT that got CONTINUE: its data may follow, once."""
+        with self._lock:
+            session.staged[h.counter] = (bytes(key), h.data_len)
+            while len(session.staged) > 16:  # abandoned announcements are forgotten
+                session.staged.pop(next(iter(session.staged)))
+
+    def check_staged_data(
+        self, raw: Any, key: Any, data: Any
+    ) -> tuple[Header, ServerSession]:
+        """Authenticate the data message of a two-step PUT (ZeroMQ).
+
+        It repeats the announcement's header (same counter, same data tag) with
+        the data: accepted only if that announcement got CONTINUE, and once.
+        """
+        try:
+            h = parse_header(raw)
+        except ProtocolError as e:
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        carried = 0 if data is None else memoryview(data).nbytes
+        if h.kind != Kind.REQUEST or h.status or h.op != Op.PUT or carried != h.data_len:
+            raise Refused(Status.BAD_REQUEST, "malformed data of a two-step PUT")
+        with self._lock:
+            session = self._sessions.get(h.session)
+            if session is None:
+                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
+            if not verify(session.sealer, raw, key, None):
+                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
+                raise Refused(Status.REPLAYED, "data of a PUT that got no CONTINUE (or a replay)")
             self._sessions.move_to_end(h.session)
         return h, session
 

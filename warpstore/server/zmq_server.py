@@ -20,9 +20,9 @@ from typing import Any
 
 import zmq
 
-from warpstore.server.auth import Refused, ServerAuth
+from warpstore.server.auth import Refused, ServerAuth, ServerSession
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
-from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Kind, Op, Status
+from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Header, Kind, Op, Status
 
 __all__ = ["ZMQServer", "format_tcp_address"]
 
@@ -134,6 +134,22 @@ class ZMQServer:
         header, data = self.auth.refusal(status, message)
         self._send(identity, header, b"", data)
 
+    def _announced(
+        self, identity: Any, session: ServerSession, header: Header, key: bytes
+    ) -> None:
+        """A two-step PUT's announcement: CONTINUE only if the store has room now."""
+        if not key or not self.core.table.can_hold(key, header.data_len):
+            reply = self.core.handle(Op.PUT, key, b"", header.data_len)  # the refusal
+            body = reply.message.encode() or None
+            self._send(identity, self.auth.reply(session, header, key, reply.status, body), key,
+                       body)
+            return
+        self.auth.stage(session, header, key)
+        continue_header = self.auth.reply(
+            session, header, key, Status.CONTINUE, None, kind=Kind.CONTINUE
+        )
+        self._send(identity, continue_header, key, None)
+
     def _serve_one(self, frames: list[Any]) -> None:
         identity, parts = frames[0], frames[1:]
         if len(parts) not in (2, 3):
@@ -156,17 +172,25 @@ class ZMQServer:
         if data is not None and len(data) == 0:
             self._refuse(identity, Status.BAD_REQUEST, "empty data frame")
             return
+        staged_data = data is not None and header_frame.bytes[7] & Flags.STAGED
+        session_or_none: ServerSession | None
         try:
-            header, session = self.auth.check(header_frame.buffer, key, data)
+            if staged_data:  # the data of a two-step PUT that got CONTINUE
+                header, session_or_none = self.auth.check_staged_data(
+                    header_frame.buffer, key, data
+                )
+            else:
+                header, session_or_none = self.auth.check(header_frame.buffer, key, data)
         except Refused as r:
             self._refuse(identity, r.status, r.message)
             return
-        if session is None:  # an authentic HELLO: open a session
+        if session_or_none is None:  # an authentic HELLO: open a session
             reply_header, reply_data = self.auth.hello_reply(header)
             self._send(identity, reply_header, b"", reply_data)
             return
-        if header.kind != Kind.REQUEST or header.flags & Flags.STAGED:
-            self._refuse(identity, Status.BAD_REQUEST, "ZeroMQ PUTs carry their data")
+        session = session_or_none
+        if header.flags & Flags.STAGED and data is None:
+            self._announced(identity, session, header, key)
             return
         nbytes = 0 if data is None else len(data)
         if header.op != Op.PUT and nbytes:
