@@ -69,11 +69,13 @@ to word its error; ``UNKNOWN_SESSION`` (the server restarted or forgot the
 session) makes it open a new session and send the request again.
 
 Two-step PUT (``flags=STAGED``): a PUT whose data the receiver should not take
-before it agreed (UCX and Margo above ``EAGER_MAX``) is first announced: a
-REQUEST with ``data_len`` and the data tag set and no data. The server checks
-the tag, the counter and that the store has room, reserves the room and
-answers ``CONTINUE`` (or a refusal or ``STORE_FULL``); only then does the data
-follow (UCX: as the next message; Margo: the server pulls it).
+before it agreed (UCX and Margo above ``EAGER_MAX``, ZeroMQ from 1 MiB) is first
+announced: a REQUEST with ``data_len`` and the data tag set and no data. The
+server checks the tag, the counter and that the store has room and answers
+``CONTINUE`` (or a refusal or ``STORE_FULL``); only then does the data follow
+(UCX: as the next message, into a buffer reserved for it; Margo: the server
+pulls it; ZeroMQ: header, key and data, the header repeating the announcement,
+accepted once and only after that CONTINUE).
 
 Nothing in this protocol is ever unpickled: keys are opaque bytes, data is
 opaque bytes, and the STATUS and HELLO replies are JSON / fixed binary.
