@@ -167,7 +167,11 @@ def _running(transport: str, runtime_dir: str | None) -> dict[str, Any] | None:
     from warpstore.server.runtime import node_dir
     from warpstore.server.spawn import find_server
 
-    return find_server(node_dir(transport, runtime_dir))
+    try:
+        return find_server(node_dir(transport, runtime_dir))
+    except OSError as e:  # a runtime directory that is not safely ours: the one-line fix
+        click.echo(f"warpstore server: {e}", err=True)
+        sys.exit(1)
 
 
 @server.command("status")

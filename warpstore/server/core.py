@@ -36,6 +36,7 @@ class Entry:
     nbytes: int
     created: float
     reads: int = 0
+    tag: tuple[bytes, bytes] | None = None  # the producer's data tag, sent with every GET
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Reply:
     status: Status
     data: Any = b""
     message: str = ""
+    tag: tuple[bytes, bytes] | None = None  # a stored object's data tag (GET)
 
 
 class ObjectTable:
@@ -54,18 +56,22 @@ class ObjectTable:
         self.memory_limit = memory_limit
         self.entries: dict[bytes, Entry] = {}
         self.nbytes = 0
+        self.reserved = 0  # room promised to two-step PUTs whose data is on its way
 
     def can_hold(self, key: bytes, nbytes: int) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
-        return self.nbytes - (old.nbytes if old else 0) + nbytes <= self.memory_limit
+        used = self.nbytes + self.reserved - (old.nbytes if old else 0)
+        return used + nbytes <= self.memory_limit
 
-    def put(self, key: bytes, data: Any, nbytes: int) -> None:
+    def put(
+        self, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> None:
         old = self.entries.get(key)
         if old is not None:
             self.nbytes -= old.nbytes
-        self.entries[key] = Entry(data, nbytes, time.time())
+        self.entries[key] = Entry(data, nbytes, time.time(), tag=tag)
         self.nbytes += nbytes
 
     def get(self, key: bytes) -> Entry | None:
@@ -104,8 +110,10 @@ class ServerCore:
     def describe(self) -> str:
         return f"{self.transport} server {self.address} on node {self.node}"
 
-    def handle(self, op: int, key: bytes, data: Any, nbytes: int) -> Reply:
-        """Carry out one authenticated, well-formed request."""
+    def handle(
+        self, op: int, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> Reply:
+        """Carry out one authenticated, well-formed request (``tag``: a PUT's data tag)."""
         try:
             name = Op(op).name
         except ValueError:
@@ -113,13 +121,13 @@ class ServerCore:
             return Reply(Status.BAD_REQUEST, message=f"unknown operation {op}")
         self.requests[name] += 1
         if op == Op.PUT:
-            return self._put(key, data, nbytes)
+            return self._put(key, data, nbytes, tag)
         if op == Op.GET:
             entry = self.table.get(key)
             if entry is None:
                 return Reply(Status.NOT_FOUND)
             self.bytes_out += entry.nbytes
-            return Reply(Status.OK, entry.data)
+            return Reply(Status.OK, entry.data, tag=entry.tag)
         if op == Op.EXISTS:
             return Reply(Status.OK if key in self.table.entries else Status.NOT_FOUND)
         if op == Op.EVICT:
@@ -132,7 +140,9 @@ class ServerCore:
             return Reply(Status.OK)
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
 
-    def _put(self, key: bytes, data: Any, nbytes: int) -> Reply:
+    def _put(
+        self, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> Reply:
         if not key:
             self.errors["bad_request"] += 1
             return Reply(Status.BAD_REQUEST, message="PUT needs a key")
@@ -148,7 +158,7 @@ class ServerCore:
                     f"({format_size(nbytes)}) for key {key.decode(errors='replace')}"
                 ),
             )
-        self.table.put(key, data, nbytes)
+        self.table.put(key, data, nbytes, tag)
         self.bytes_in += nbytes
         return Reply(Status.OK)
 
