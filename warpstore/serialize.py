@@ -16,6 +16,9 @@ tag       body
           pickle stream and of each out-of-band buffer, the pickle stream,
           then the buffers. cloudpickle output uses the same tag (it is
           loadable by ``pickle``), it is only tried when pickle refuses.
+``b'G'``  device array (CuPy, PyTorch, JAX, Numba or a registered kind): ``u32``
+          header length, a JSON header (kind, dtype, shape, device), the raw
+          bytes 64-byte aligned; see :mod:`warpstore._gpu`
 ========  =====================================================================
 
 The result is one writable buffer (a ``bytearray``, or for large messages a
@@ -39,6 +42,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from warpstore import _gpu
 from warpstore.exceptions import SerializationError
 
 __all__ = [
@@ -74,12 +78,7 @@ def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
     58 ms here), so it is used whenever numpy is already loaded.
     """
     total = sum(memoryview(p).nbytes for p in parts)
-    np = _numpy_module()
-    out: bytearray | memoryview
-    if np is not None and total >= _LARGE:
-        out = memoryview(np.empty(total, dtype=np.uint8))
-    else:
-        out = bytearray(total)
+    out = _allocate(total)
     view = out if isinstance(out, memoryview) else memoryview(out)
     pos = 0
     for p in parts:
@@ -88,6 +87,14 @@ def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
         view[pos : pos + n] = m
         pos += n
     return out
+
+
+def _allocate(total: int) -> bytearray | memoryview:
+    """A writable buffer of ``total`` bytes, uninitialised when large (see :func:`_assemble`)."""
+    np = _numpy_module()
+    if np is not None and total >= _LARGE:
+        return memoryview(np.empty(total, dtype=np.uint8))
+    return bytearray(total)
 
 
 def _numpy_module() -> Any:
@@ -179,7 +186,7 @@ def _deserialize_pickle(view: memoryview) -> Any:
 
 
 def serialize(obj: Any) -> bytearray | memoryview:
-    """Turn ``obj`` into bytes, with no pickling for bytes, str and numpy arrays.
+    """Turn ``obj`` into bytes, with no pickling for bytes, str, numpy and device arrays.
 
     Raises:
         SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
@@ -194,6 +201,9 @@ def serialize(obj: Any) -> bytearray | memoryview:
         out = _serialize_numpy(np, obj)
         if out is not None:
             return out
+    device_array = _gpu.serialize_device_array(obj, _allocate)
+    if device_array is not None:
+        return device_array
     return _serialize_pickle(obj)
 
 
@@ -218,6 +228,8 @@ def deserialize(data: BytesLike) -> Any:
             return _deserialize_numpy(view)
         if tag == _PICKLE:
             return _deserialize_pickle(view)
+        if tag == _gpu.TAG:
+            return _gpu.deserialize_device_array(view)
     except SerializationError:
         raise
     except Exception as e:
