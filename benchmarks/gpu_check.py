@@ -12,10 +12,12 @@ no package index, bring wheels and install them first, e.g.::
 
 (a) runs ``tests/test_gpu_serialize.py`` with pytest (its CuPy and CUDA
     PyTorch cases are skipped elsewhere);
-(b) times put and get of one ``--size`` CuPy array and one CUDA tensor through a
+(b) times put and get of one ``--size`` CuPy array and one CUDA tensor: the
+    serialization alone (the message is what every connector moves), and through a
     Store: over a LocalConnector with warpstore's serializer and with plain
     pickle (what the original ProxyStore does with them), and through a
-    ZeroMQ node server on loopback; next to the ceiling, a device-to-host plus
+    ZeroMQ node server on loopback (LocalConnector copies every put into a
+    ``bytes``, which shows in its put column); next to the ceiling, a device-to-host plus
     host-to-device copy of the same bytes (into fresh buffers, as a get must
     make new arrays, and into preallocated ones). Medians of ``--repeat``.
 
@@ -129,6 +131,12 @@ def bench_library(
     h2d_pre = median(h2d_into, repeat, sync)
     rows.append(Row(f"{label}: ceiling, D2H + H2D into preallocated", d2h_pre, h2d_pre))
 
+    from warpstore.serialize import deserialize, serialize
+
+    message = serialize(obj)
+    ser = median(lambda: serialize(obj), repeat, sync)
+    de = median(lambda: deserialize(message), repeat, sync)
+    rows.append(Row(f"{label}: warpstore serialize + deserialize only", ser, de))
     with Store(f"gpu-check-{label}", LocalConnector(), cache_size=0) as store:
         out = store.get(store.put(obj))
         ok = check(out)
