@@ -21,6 +21,12 @@ tag       body
           bytes 64-byte aligned; see :mod:`warpstore._gpu`
 ========  =====================================================================
 
+Shared memory: a buffer whose exporter's class says ``warpstore_views = True``
+(a same-node segment mapping, :class:`warpstore.server.shm.SegmentMap`) is
+read-only and shared by every process of the node; numpy arrays and bytes
+made from it are read-only *views* of it (a ``memoryview`` for bytes), with
+no copy at all. Everything else made from it is a private copy.
+
 The result is one writable buffer (a ``bytearray``, or for large messages a
 ``memoryview`` of uninitialised memory): it is written once (one copy of the data) and,
 being writable, lets :func:`deserialize` hand back numpy arrays that are
@@ -70,7 +76,9 @@ _ALIGN = 64
 _LARGE = 1 << 20
 
 
-def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
+def _assemble(
+    parts: list[BytesLike], allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview:
     """Copy ``parts`` into one writable buffer, touching each byte once.
 
     ``bytearray(n)`` zero-fills before we overwrite it: for large messages an
@@ -78,7 +86,7 @@ def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
     58 ms here), so it is used whenever numpy is already loaded.
     """
     total = sum(memoryview(p).nbytes for p in parts)
-    out = _allocate(total)
+    out = (allocate or _allocate)(total)
     view = out if isinstance(out, memoryview) else memoryview(out)
     pos = 0
     for p in parts:
@@ -103,7 +111,9 @@ def _numpy_module() -> Any:
     return sys.modules.get("numpy")
 
 
-def _serialize_numpy(np: Any, arr: Any) -> bytearray | memoryview | None:
+def _serialize_numpy(
+    np: Any, arr: Any, allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview | None:
     if arr.dtype.hasobject:
         return None  # object arrays hold references: pickle them
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
@@ -114,10 +124,10 @@ def _serialize_numpy(np: Any, arr: Any) -> bytearray | memoryview | None:
     # on unaligned data more slowly, and with different rounding in reductions.
     header_bytes += b" " * (-(1 + _U32.size + len(header_bytes)) % _ALIGN)
     data = arr.reshape(-1, order="F" if header["fortran_order"] else "C").view(np.uint8)
-    return _assemble([_NUMPY, _U32.pack(len(header_bytes)), header_bytes, data.data])
+    return _assemble([_NUMPY, _U32.pack(len(header_bytes)), header_bytes, data.data], allocate)
 
 
-def _deserialize_numpy(view: memoryview) -> Any:
+def _deserialize_numpy(view: memoryview, views: bool = False) -> Any:
     import numpy as np
 
     (hlen,) = _U32.unpack_from(view, 1)
@@ -136,13 +146,15 @@ def _deserialize_numpy(view: memoryview) -> Any:
             f"numpy payload has {data.nbytes} bytes, header says {count * dtype.itemsize}"
         )
     flat = np.frombuffer(data, dtype=dtype, count=count)
-    if data.readonly or not flat.flags.aligned:
+    if (data.readonly and not views) or not flat.flags.aligned:
         flat = flat.copy()  # writable, aligned, and independent of the caller's buffer
     order = "F" if header["fortran_order"] else "C"
     return flat.reshape(shape, order=order)  # type: ignore[call-overload]
 
 
-def _serialize_pickle(obj: Any) -> bytearray | memoryview:
+def _serialize_pickle(
+    obj: Any, allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview:
     buffers: list[pickle.PickleBuffer] = []
     try:
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
@@ -160,7 +172,7 @@ def _serialize_pickle(obj: Any) -> bytearray | memoryview:
             ) from e
     raws = [b.raw() for b in buffers]
     lengths = b"".join(_U64.pack(len(r)) for r in [memoryview(stream), *raws])
-    return _assemble([_PICKLE, _U32.pack(len(raws)), lengths, stream, *raws])
+    return _assemble([_PICKLE, _U32.pack(len(raws)), lengths, stream, *raws], allocate)
 
 
 def _deserialize_pickle(view: memoryview) -> Any:
@@ -185,26 +197,29 @@ def _deserialize_pickle(view: memoryview) -> Any:
     return pickle.loads(stream, buffers=buffers)
 
 
-def serialize(obj: Any) -> bytearray | memoryview:
+def serialize(obj: Any, allocate: Callable[[int], Any] | None = None) -> bytearray | memoryview:
     """Turn ``obj`` into bytes, with no pickling for bytes, str, numpy and device arrays.
+
+    ``allocate(n)``, if given, returns the writable buffer of ``n`` bytes to
+    write the message into (a shared-memory segment, say); it is called once.
 
     Raises:
         SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
             the message names its type.
     """
     if isinstance(obj, bytes | bytearray | memoryview):
-        return _assemble([_BYTES, obj])
+        return _assemble([_BYTES, obj], allocate)
     if type(obj) is str:
-        return _assemble([_STR, obj.encode("utf-8", "surrogatepass")])
+        return _assemble([_STR, obj.encode("utf-8", "surrogatepass")], allocate)
     np = _numpy_module()
     if np is not None and type(obj) is np.ndarray:
-        out = _serialize_numpy(np, obj)
+        out = _serialize_numpy(np, obj, allocate)
         if out is not None:
             return out
-    device_array = _gpu.serialize_device_array(obj, _allocate)
+    device_array = _gpu.serialize_device_array(obj, allocate or _allocate)
     if device_array is not None:
         return device_array
-    return _serialize_pickle(obj)
+    return _serialize_pickle(obj, allocate)
 
 
 def deserialize(data: BytesLike) -> Any:
@@ -219,13 +234,14 @@ def deserialize(data: BytesLike) -> Any:
     if view.nbytes == 0:
         raise SerializationError("cannot deserialize an empty buffer")
     tag = bytes(view[:1])
+    views = view.readonly and getattr(type(view.obj), "warpstore_views", False) is True
     try:
         if tag == _BYTES:
-            return bytes(view[1:])
+            return view[1:] if views else bytes(view[1:])
         if tag == _STR:
             return str(view[1:], "utf-8", "surrogatepass")
         if tag == _NUMPY:
-            return _deserialize_numpy(view)
+            return _deserialize_numpy(view, views)
         if tag == _PICKLE:
             return _deserialize_pickle(view)
         if tag == _gpu.TAG:

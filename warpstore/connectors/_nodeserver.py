@@ -10,26 +10,52 @@ speaks to the servers and what their keys are called.
 A proxy made on node A and resolved on node B rebuilds the connector from
 :meth:`NodeServerConnector.config`, which carries the interface and port to
 use but not node A's address: node B resolves its own.
+
+Same node, shared memory (:mod:`warpstore.server.shm`): when a key belongs
+to this node's server, a put writes the serialized object straight into a
+new segment and registers it with one small ``PUT_SHM`` message, and a get
+asks for the segment's name (``GET_SHM``) and maps it. What comes back is a
+read-only mapping: :func:`warpstore.serialize.deserialize` makes numpy arrays
+and bytes from it as read-only *views* (no copy at all), or, with
+``copy=True``, private writable copies. This is the client base, so every
+transport has it; ``shared_memory=False`` (or ``WARPSTORE_SHM=0``) turns it
+off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from warpstore.serialize import BytesLike
+from warpstore.server import shm
 from warpstore.server.protocol import Op, Status
 from warpstore.server.runtime import load_token
-from warpstore.server.spawn import ServerInfo, ServerSettings, ensure_server, stop_server
+from warpstore.server.spawn import (
+    ServerInfo,
+    ServerSettings,
+    ensure_server,
+    find_server,
+    stop_server,
+)
 
 __all__ = ["NodeServerConnector"]
 
 logger = logging.getLogger(__name__)
+
+
+def _close(mapping: Any) -> None:
+    """Unmap a written segment now if nothing still views it (else when the last view goes)."""
+    if mapping is not None:
+        with contextlib.suppress(BufferError):
+            mapping.close()
 
 
 class NodeServerConnector:
@@ -47,6 +73,8 @@ class NodeServerConnector:
         memory_limit: byte limit of a server this connector starts.
         runtime_dir: root of the runtime files (default: see :mod:`warpstore.server.runtime`).
         spawn: start this node's server if none is running.
+        shared_memory: move same-node objects through shared memory, not the socket.
+        copy: same-node gets return private copies instead of read-only views.
     """
 
     transport = ""
@@ -64,6 +92,8 @@ class NodeServerConnector:
         memory_limit: int | None = None,
         runtime_dir: str | None = None,
         spawn: bool = True,
+        shared_memory: bool = True,
+        copy: bool = False,
     ) -> None:
         self.port = port
         self.address = address
@@ -76,6 +106,9 @@ class NodeServerConnector:
         self._client = self._make_client(self._token, timeout)
         self._server: ServerInfo | None = None
         self._lock = threading.Lock()
+        self.shared_memory = shared_memory and os.environ.get("WARPSTORE_SHM", "1") != "0"
+        self.copy = copy
+        self._local: ServerInfo | None = None  # this node's server, found without spawning
 
     def _make_client(self, token: bytes, timeout: float) -> Any:
         raise NotImplementedError
@@ -174,11 +207,55 @@ class NodeServerConnector:
             "memory_limit": self.memory_limit,
             "runtime_dir": self.runtime_dir,
             "spawn": self.spawn,
+            "shared_memory": self.shared_memory,
+            "copy": self.copy,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
         return cls(**config)
+
+    # -- same node: shared memory -------------------------------------------------
+
+    def _shm_dir(self, address: str) -> Path | None:
+        """This node's segment directory if ``address`` is this node's server, else ``None``."""
+        if not self.shared_memory:
+            return None
+        info = self._server or self._local
+        if info is None or info.get("address") != address:
+            # a reader that never put has not looked for its node's server yet
+            info = find_server(self.settings().directory())
+            self._local = info
+        if info is None or info.get("address") != address or not info.get("shm_dir"):
+            return None
+        return Path(info["shm_dir"])
+
+    def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
+        name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(self._payload(reply)))
+        mapping = shm.open_segment(directory, name, nbytes, populate=self.copy, views=not self.copy)
+        return b"" if mapping is None else memoryview(mapping)
+
+    def _put_segment(
+        self,
+        address: str,
+        directory: Path,
+        key: bytes,
+        write: Callable[[memoryview], None],
+        nbytes: int,
+    ) -> None:
+        name, mapping = shm.create_segment(directory, nbytes)
+        try:
+            if mapping is not None:
+                write(memoryview(mapping))
+                _close(mapping)
+            self._client.request(
+                address, Op.PUT_SHM, b"\0".join([key, name.encode(), b"%d" % nbytes])
+            )
+        except BaseException:
+            shm.remove_segment(directory, name)  # a no-op once the server adopted it
+            raise
+
+    # -- Connector protocol (data) -------------------------------------------------
 
     def evict(self, key: Any) -> None:
         self._client.request(key.address, Op.EVICT, key.object_id.encode())
@@ -188,7 +265,17 @@ class NodeServerConnector:
         return bool(status == Status.OK)
 
     def get(self, key: Any) -> BytesLike | None:
-        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
+        object_id = key.object_id.encode()
+        directory = self._shm_dir(key.address)
+        if directory is not None:
+            status, reply = self._client.request(key.address, Op.GET_SHM, object_id)
+            if status != Status.OK:
+                return None
+            try:
+                return self._map(directory, object_id, reply)
+            except shm.SegmentError as e:  # evicted in between, say: ask the socket
+                logger.debug("falling back to a socket get of %s: %s", key.object_id, e)
+        status, frame = self._client.request(key.address, Op.GET, object_id)
         if status != Status.OK:
             return None
         # The received buffer is private to us and writable: deserialize can
@@ -201,12 +288,21 @@ class NodeServerConnector:
             by_server[key.address].append(i)
         out: list[BytesLike | None] = [None] * len(keys)
         for address, indices in by_server.items():
+            directory = self._shm_dir(address)
+            op = Op.GET if directory is None else Op.GET_SHM
             replies = self._client.pipeline(
-                address, [(Op.GET, keys[i].object_id.encode(), None) for i in indices]
+                address, [(op, keys[i].object_id.encode(), None) for i in indices]
             )
             for i, (status, frame) in zip(indices, replies, strict=True):
-                if status == Status.OK:
+                if status != Status.OK:
+                    continue
+                if directory is None:
                     out[i] = self._payload(frame)
+                    continue
+                try:
+                    out[i] = self._map(directory, keys[i].object_id.encode(), frame)
+                except shm.SegmentError:
+                    out[i] = self.get(keys[i])
         return out
 
     def new_key(self, obj: BytesLike | None = None) -> Any:
@@ -218,10 +314,53 @@ class NodeServerConnector:
         self.set(key, obj)
         return key
 
+    def put_into(self, write: Callable[[Callable[[int], Any] | None], BytesLike]) -> Any:
+        """Put what ``write(allocate)`` serializes, into a segment when the server is local.
+
+        ``write`` calls ``allocate(n)`` once for a writable buffer of ``n``
+        bytes, fills it and returns it (``allocate`` is ``None`` when the
+        server is on another node: ``write`` picks its own buffer); with
+        shared memory that buffer *is* the segment, so the object is written once, straight into the
+        memory every process of the node reads (a GPU array: straight from
+        the device). :class:`~warpstore.store.Store` uses this when present.
+        """
+        key = self.new_key()
+        directory = self._shm_dir(key.address)
+        if directory is None:
+            self.set(key, write(None))
+            return key
+        made: list[tuple[str, Any]] = []
+
+        def allocate(n: int) -> Any:
+            name, mapping = shm.create_segment(directory, n)
+            made.append((name, mapping))
+            return memoryview(mapping) if mapping is not None else bytearray()
+
+        try:
+            data = write(allocate)
+            if len(made) != 1:  # the writer did not use our buffer after all
+                raise RuntimeError("serializer allocated more than one buffer")
+            name, mapping = made[0]
+            nbytes = memoryview(data).nbytes
+            del data
+            _close(mapping)
+            blob = b"\0".join([key.object_id.encode(), name.encode(), b"%d" % nbytes])
+            self._client.request(key.address, Op.PUT_SHM, blob)
+        except BaseException:
+            for name, _ in made:
+                shm.remove_segment(directory, name)
+            raise
+        return key
+
     def put_batch(self, objs: Sequence[BytesLike]) -> list[Any]:
         if not objs:
             return []
         keys = [self.new_key() for _ in objs]
+        directory = self._shm_dir(keys[0].address)
+        if directory is not None:
+            for k, o in zip(keys, objs, strict=True):
+                self.set(k, o)
+            return keys
         self._client.pipeline(
             keys[0].address,
             [(Op.PUT, k.object_id.encode(), o) for k, o in zip(keys, objs, strict=True)],
@@ -229,4 +368,13 @@ class NodeServerConnector:
         return keys
 
     def set(self, key: Any, obj: BytesLike) -> None:
-        self._client.request(key.address, Op.PUT, key.object_id.encode(), obj)
+        directory = self._shm_dir(key.address)
+        if directory is None:
+            self._client.request(key.address, Op.PUT, key.object_id.encode(), obj)
+            return
+        view = memoryview(obj).cast("B")
+
+        def write(dst: memoryview) -> None:
+            dst[:] = view
+
+        self._put_segment(key.address, directory, key.object_id.encode(), write, view.nbytes)

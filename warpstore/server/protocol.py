@@ -13,6 +13,7 @@ Header (little-endian)::
     offset  size  field
     0       4     magic       b"WSv1": protocol name and version
     4       1     op          PUT=1 GET=2 EXISTS=3 EVICT=4 STATUS=5 SHUTDOWN=6
+                              PUT_SHM=7 GET_SHM=8 (same node: see server/shm.py)
     5       1     status      0 in requests; in replies one of ``Status``
     6       2     flags       reserved, must be 0
     8       8     request_id  u64 chosen by the client, echoed in the reply
@@ -81,6 +82,11 @@ class Op(enum.IntEnum):
     EVICT = 4
     STATUS = 5
     SHUTDOWN = 6
+    # same node only (see warpstore.server.shm): no data frame either way but
+    # a short, separately MAC'd GET_SHM reply; PUT_SHM's key frame is
+    # b"<object id>\0<segment name>\0<size>", covered by the header's tag
+    PUT_SHM = 7
+    GET_SHM = 8
 
 
 class Status(enum.IntEnum):

@@ -180,6 +180,21 @@ class Store(Generic[KeyT]):
         ``connector_kwargs`` go to the connector's ``put`` (e.g. ``subset_tags``
         for a :class:`~warpstore.connectors.multi.MultiConnector`).
         """
+        put_into = getattr(self.connector, "put_into", None)
+        if put_into is not None and self.serializer is None and not connector_kwargs:
+            # The connector hands out the buffer (a shared-memory segment): the
+            # object is serialized straight into it, never into a temporary.
+            start = time.perf_counter()
+            sizes: list[int] = []
+
+            def write(allocate: Any) -> Any:
+                data = serialize(obj, allocate)
+                sizes.append(memoryview(data).nbytes)
+                return data
+
+            key: KeyT = put_into(write)
+            self._record("put", start, sizes[0] if sizes else 0)
+            return key
         data = self.serialize(obj)
         start = time.perf_counter()
         key = self.connector.put(data, **connector_kwargs)
