@@ -95,7 +95,7 @@ def test_put_get_evict_through_spawned_server(runtime: Path) -> None:
 
 
 def test_store_proxies_and_zero_copy_numpy(runtime: Path) -> None:
-    store = Store("zmq-store", ZMQConnector(timeout=10), populate_target=False)
+    store = Store("zmq-store", ZMQConnector(timeout=10, copy=True), populate_target=False)
     try:
         arr = np.random.default_rng(1).random((256, 256))
         p = store.proxy(arr)
@@ -149,7 +149,8 @@ def test_batches_and_concurrent_threads(runtime: Path) -> None:
         for t in threads:
             t.join(60)
         assert not errors, errors
-        assert c.server_status()["requests"]["PUT"] >= 8 * 40
+        requests = c.server_status()["requests"]  # same node: puts go through shared memory
+        assert requests.get("PUT", 0) + requests.get("PUT_SHM", 0) >= 8 * 40
     finally:
         stop_all(runtime)
         c.close()
@@ -428,7 +429,7 @@ def test_sigterm_stops_gracefully_with_report(runtime: Path) -> None:
         report = read_json(directory / "report.json")
         assert report is not None
         assert report["final"]["objects"] == 1 and report["final"]["bytes"] == 1000
-        assert report["final"]["requests"]["PUT"] == 1
+        assert report["final"]["requests"]["PUT_SHM"] == 1  # same node: shared memory
         deadline = time.monotonic() + 15  # server.json goes first; the process exits after
         while pid_alive(info["pid"]) and time.monotonic() < deadline:
             time.sleep(0.02)
