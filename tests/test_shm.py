@@ -205,9 +205,11 @@ def test_same_node_put_and_get_use_segments(runtime: Path, transport: str) -> No
         status = c.server_status()
         assert status["bytes_shared"] > arr.nbytes and status["bytes_out"] == 0
 
-        data = os.urandom(5000)
+        data = os.urandom(100_000)
         got = store.get(store.put(data))
         assert isinstance(got, memoryview) and got.readonly and got == data
+        small = store.get(store.put(b"small"))  # under 64 KiB: inline through the socket
+        assert type(small) is bytes and small == b"small"
         assert store.get(store.put("text")) == "text"
         assert store.get(store.put({"nested": [1, 2]})) == {"nested": [1, 2]}
     c.close()
@@ -226,8 +228,8 @@ def test_private_copies_when_asked(runtime: Path, transport: str) -> None:
         assert copy.flags.writeable
         copy[0] = -1  # changes only the private copy
         np.testing.assert_array_equal(ws.get(key), arr)
-        got = rs.get(ws.put(b"bytes"))
-        assert type(got) is bytes and got == b"bytes"
+        got = rs.get(ws.put(b"b" * 100_000))
+        assert type(got) is bytes and got == b"b" * 100_000
     writer.close()
     reader.close()
 
@@ -316,7 +318,7 @@ def test_forged_segment_registrations_are_refused(runtime: Path, transport: str)
 def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transport: str) -> None:
     c = _connect(transport)
     with Store(f"crash-{transport}", c, cache_size=0) as store:
-        store.put(b"a" * 10_000)
+        store.put(b"a" * 100_000)
         store.put(np.zeros(10_000))
     info = c.local_server()
     os.kill(info["pid"], signal.SIGKILL)

@@ -231,7 +231,13 @@ class NodeServerConnector:
         return Path(info["shm_dir"])
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
-        name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(self._payload(reply)))
+        payload = memoryview(self._payload(reply)).cast("B")
+        kind = payload[0] if payload.nbytes else 0
+        if kind == ord("D"):  # a small object, inline
+            return bytearray(payload[1:])
+        if kind != ord("S"):
+            raise shm.SegmentError("malformed segment reply")
+        name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(payload[1:]))
         mapping = shm.open_segment(directory, name, nbytes, populate=self.copy, views=not self.copy)
         return b"" if mapping is None else memoryview(mapping)
 
@@ -332,12 +338,17 @@ class NodeServerConnector:
         made: list[tuple[str, Any]] = []
 
         def allocate(n: int) -> Any:
+            if n < shm.INLINE_MAX:
+                return bytearray(n)  # small: the socket is cheaper than a segment
             name, mapping = shm.create_segment(directory, n)
             made.append((name, mapping))
             return memoryview(mapping) if mapping is not None else bytearray()
 
         try:
             data = write(allocate)
+            if not made:
+                self._client.request(key.address, Op.PUT, key.object_id.encode(), data)
+                return key
             if len(made) != 1:  # the writer did not use our buffer after all
                 raise RuntimeError("serializer allocated more than one buffer")
             name, mapping = made[0]
@@ -357,7 +368,9 @@ class NodeServerConnector:
             return []
         keys = [self.new_key() for _ in objs]
         directory = self._shm_dir(keys[0].address)
-        if directory is not None:
+        if directory is not None and any(
+            len(memoryview(o).cast("B")) >= shm.INLINE_MAX for o in objs
+        ):
             for k, o in zip(keys, objs, strict=True):
                 self.set(k, o)
             return keys
@@ -368,11 +381,11 @@ class NodeServerConnector:
         return keys
 
     def set(self, key: Any, obj: BytesLike) -> None:
-        directory = self._shm_dir(key.address)
+        view = memoryview(obj).cast("B")
+        directory = self._shm_dir(key.address) if view.nbytes >= shm.INLINE_MAX else None
         if directory is None:
             self._client.request(key.address, Op.PUT, key.object_id.encode(), obj)
             return
-        view = memoryview(obj).cast("B")
 
         def write(dst: memoryview) -> None:
             dst[:] = view

@@ -241,13 +241,19 @@ class ServerCore:
         return Reply(Status.OK)
 
     def _get_shm(self, key: bytes) -> Reply:
-        """A same-node get: the name of the object's segment, made now if it had none."""
+        """A same-node get: ``b"S"`` + the object's signed segment name (made now if it
+        had none), or, for objects under :data:`shm.INLINE_MAX` bytes that are not in a
+        segment, ``b"D"`` + the bytes themselves (a mapping would cost more than a copy).
+        """
         if self.shm_dir is None:
             return self._bad(f"{self.describe()} has no shared memory")
         entry = self.table.get(key)
         if entry is None:
             return Reply(Status.NOT_FOUND)
         if entry.segment is None:
+            if entry.nbytes < shm.INLINE_MAX:
+                self.bytes_out += entry.nbytes
+                return Reply(Status.OK, b"D" + bytes(entry.data))
             # Arrived over the network: move it into a segment once. The
             # received buffer is dropped, so it is still held once.
             name, mapping = shm.create_segment(self.shm_dir, entry.nbytes, prefix="s")
@@ -256,9 +262,8 @@ class ServerCore:
                 entry.data = memoryview(mapping)
             entry.segment = name
         self.bytes_shared += entry.nbytes
-        return Reply(
-            Status.OK, shm.pack_segment_reply(self._token, key, entry.segment, entry.nbytes)
-        )
+        signed = shm.pack_segment_reply(self._token, key, entry.segment, entry.nbytes)
+        return Reply(Status.OK, b"S" + signed)
 
     def status(self) -> dict[str, Any]:
         """What ``warpstore server status`` prints and the job report collects."""

@@ -47,6 +47,7 @@ from pathlib import Path
 from warpstore.exceptions import ConnectorError, StoreFullError
 
 __all__ = [
+    "INLINE_MAX",
     "NAME",
     "CopyMap",
     "SegmentError",
@@ -64,6 +65,7 @@ __all__ = [
     "unpack_segment_reply",
 ]
 
+INLINE_MAX = 64 * 1024  # smaller objects go through the socket: a mapping costs more
 NAME = re.compile(r"^[cs]-[0-9]{1,10}-[0-9a-f]{32}$")
 _RAM_FS = {"tmpfs", "ramfs", "hugetlbfs"}
 _O_NOFOLLOW_CLOEXEC = os.O_NOFOLLOW | os.O_CLOEXEC
