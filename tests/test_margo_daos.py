@@ -16,8 +16,18 @@ import pytest
 
 from tests.margo_double import DoubleEngine
 from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
+from warpstore.server.auth import ClientSession
 from warpstore.server.margo_server import RPC_NAME, parse_margo_address
-from warpstore.server.protocol import EAGER_MAX, Op, Status, pack_header, unpack_header
+from warpstore.server.protocol import (
+    EAGER_MAX,
+    HEADER_SIZE,
+    Kind,
+    Op,
+    Status,
+    pack_header,
+    parse_header,
+    verify,
+)
 
 # -- Margo -----------------------------------------------------------------------------
 
@@ -49,23 +59,31 @@ def test_large_put_refused_before_any_pull(margo_server: Any, margo_connector: A
     assert bytes(margo_connector.get(margo_connector.put(b"fits"))) == b"fits"
 
 
+def _margo_session(engine: Any, mercury: str, token: bytes, address: str) -> ClientSession:
+    session = ClientSession(token, address)
+    raw = engine.call(mercury, RPC_NAME, session.hello_request(), 5.0)
+    session.accept_hello(raw[:HEADER_SIZE], b"", raw[HEADER_SIZE:])
+    return session
+
+
 def test_evicted_object_stays_pullable_for_a_grace_period(
     margo_server: Any, margo_connector: Any
 ) -> None:
     key = margo_connector.put(np.ones(1 << 20, dtype=np.uint8))
-    client = margo_connector._client
-    token = client.token
     mercury = parse_margo_address(key.address)
     from warpstore.server.margo_client import _engine
 
     engine, _ = _engine("ofi+tcp")
-    header = pack_header(token, Op.GET, key=key.object_id.encode(), request_id=1)
+    session = _margo_session(engine, mercury, margo_connector._token, key.address)
+    _, header = session.request(Op.GET, key.object_id.encode(), None)
     raw = engine.call(mercury, RPC_NAME, header + key.object_id.encode(), 5.0)
     margo_connector.evict(key)  # evicted between the reply and the client's pull
-    descriptor = raw[64 + len(key.object_id) :]
+    descriptor = raw[HEADER_SIZE + len(key.object_id) :]
     buffer = np.zeros(1 << 20, dtype=np.uint8)
     engine.pull(mercury, descriptor, engine.expose(buffer, writable=True), 1 << 20)
     assert buffer.sum() == 1 << 20
+    # the tag in the reply's header covers the pulled data
+    assert verify(session.sealer, raw[:HEADER_SIZE], key.object_id.encode(), buffer)
 
 
 def test_wrong_token_and_malformed_requests(margo_server: Any, margo_connector: Any) -> None:
@@ -79,23 +97,49 @@ def test_wrong_token_and_malformed_requests(margo_server: Any, margo_connector: 
     mercury = parse_margo_address(key.address)
     engine, _ = _engine("ofi+tcp")
     token = margo_connector._token
-    for bad in (
+    s = _margo_session(engine, mercury, token, key.address)
+    assert s.sealer is not None
+    bad_requests = [
         b"",
         b"short",
-        b"WSv1" + b"\x00" * 200,
-        pack_header(token, Op.GET, key=b"k" * 3000),
-        pack_header(token, Op.PUT, key=b"k", data_len=10) + b"k" + b"123",
-        pack_header(token, Op.PUT, key=b"k", data_len=EAGER_MAX + 1) + b"k",
-        pack_header(token, Op.PUT, key=b"k", data_len=EAGER_MAX + 1) + b"k" + b"nonsense",
-        pack_header(token, Op.EXISTS, key=b"k", data_len=3) + b"k" + b"abc",
-    ):
+        b"WSv2" + b"\x00" * 200,
+        pack_header(s.sealer, Op.GET, session=s.sealer.session, key=b"k" * 3000),
+        s.request(Op.PUT, b"k", b"x" * 10)[1] + b"k" + b"123",
+        s.request(Op.PUT, b"k", b"x" * (EAGER_MAX + 1))[1] + b"k",  # unstaged, too large
+        s.request(Op.PUT, b"k", b"x" * (EAGER_MAX + 1), staged=True)[1] + b"k" + b"nonsense",
+    ]
+    put_header = s.request(Op.PUT, b"k", b"v")[1]  # the newest request of the session
+    bad_requests += [
+        put_header + b"k" + b"v",
+        put_header + b"k" + b"v",  # the same PUT replayed
+        bytes(put_header[:6]) + bytes([Kind.REPLY]) + put_header[7:] + b"k" + b"v",
+    ]
+    seen = []
+    for bad in bad_requests:
         raw = engine.call(mercury, RPC_NAME, bad, 5.0)
-        header, authentic = unpack_header(token, raw[:64], b"")
-        assert authentic and header.status in (Status.BAD_REQUEST, Status.AUTH_FAILED), bad[:80]
+        h = parse_header(raw[:HEADER_SIZE])
+        if h.kind == Kind.REFUSAL:  # signed over the server's own fields only
+            assert verify(s.hello, raw[:HEADER_SIZE], b"", raw[HEADER_SIZE:])
+        else:
+            end = HEADER_SIZE + h.key_len
+            assert verify(s.sealer, raw[:HEADER_SIZE], raw[HEADER_SIZE:end], raw[end:] or None)
+        seen.append(Status(h.status))
+    assert seen == [
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.BAD_REQUEST,
+        Status.OK,
+        Status.REPLAYED,
+        Status.BAD_REQUEST,
+    ]
     assert bytes(margo_connector.get(key)) == b"secret"  # still serving, nothing lost
     errors = margo_server.server.core.errors
-    assert errors["auth_failed"] == 2  # the intruder's GET and the unsigned header
-    assert errors["bad_request"] == 7  # every other malformed request
+    assert errors["auth_failed"] == 1  # the intruder's HELLO
+    assert errors["replayed"] == 1
 
 
 def test_elastic_server_falls_back_from_cxi_to_tcp(

@@ -17,15 +17,26 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.procs import kill_all, processes_matching, run_python, server_infos
+from tests.wire import check_reply
 from warpstore.connectors.ucx import UCXConnector, UCXKey
 from warpstore.exceptions import AuthenticationError, ConnectorConnectionError, StoreFullError
 from warpstore.proxy import is_resolved
-from warpstore.server.protocol import HEADER_SIZE, Op, Status, pack_header, unpack_header
+from warpstore.server.auth import ClientSession
+from warpstore.server.protocol import (
+    HEADER_SIZE,
+    HelloSealer,
+    Kind,
+    Op,
+    Status,
+    pack_header,
+    parse_header,
+)
 from warpstore.server.runtime import pid_alive
 from warpstore.store import Store, unregister_store
 
@@ -174,41 +185,101 @@ def test_wrong_token_is_refused_and_server_carries_on(runtime: Path) -> None:
         c.close()
 
 
-def _raw_exchange(address: str, messages: list[bytes], token: bytes) -> tuple[int, bytes] | None:
-    """Send hand-made UCX messages to a server; return the (verified) reply, if any."""
+def _raw_exchange(
+    address: str, make: Callable[[ClientSession], list[bytes]], token: bytes
+) -> list[tuple[int, int, bytes]]:
+    """Open a session, send hand-made UCX messages; each reply's (kind, status, body).
+
+    Every reply's tag is checked (refusals too). The server closes the
+    endpoint after a refusal, so the exchange stops at the first one.
+    """
     from warpstore.server.ucx_client import _Loop
     from warpstore.server.ucx_env import import_ucxx
-    from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
+    from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, TRAILER, parse_ucx_address
 
     ucxx = import_ucxx()
     host, port = parse_ucx_address(address)
+    session = ClientSession(token, address)
 
-    async def go() -> tuple[int, bytes] | None:
+    async def recv(ep: Any) -> tuple[int, int, bytes]:
+        reply = bytearray(FIRST_MESSAGE_MAX)
+        await asyncio.wait_for(ep.recv(reply), 10)
+        h = parse_header(reply[:HEADER_SIZE])
+        end = HEADER_SIZE + h.key_len
+        frames = [bytes(reply[:HEADER_SIZE]), bytes(reply[HEADER_SIZE:end])]
+        frames.append(bytes(reply[end : end + h.data_len]))
+        assert reply[end + h.data_len : end + h.data_len + 4] == TRAILER
+        return check_reply(session, frames)
+
+    async def go() -> list[tuple[int, int, bytes]]:
         ep = await ucxx.create_endpoint(host, port)
         try:
-            for m in messages:
-                await ep.send(bytearray(m))
+            await ep.send(bytearray(session.hello_request() + TRAILER))
             reply = bytearray(FIRST_MESSAGE_MAX)
             await asyncio.wait_for(ep.recv(reply), 10)
-            parsed, authentic = unpack_header(token, reply[:HEADER_SIZE], b"")
-            assert authentic  # even refusals are signed
-            body = reply[HEADER_SIZE : HEADER_SIZE + parsed.data_len]
-            return parsed.status, bytes(body)
+            session.accept_hello(
+                bytes(reply[:HEADER_SIZE]), b"", bytes(reply[HEADER_SIZE : HEADER_SIZE + 40])
+            )
+            replies = []
+            for m in make(session):
+                await ep.send(bytearray(m))
+                replies.append(await recv(ep))
+                if replies[-1][0] == Kind.REFUSAL:
+                    break
+            return replies
         finally:
             ep.abort()
 
     return asyncio.run_coroutine_threadsafe(go(), _Loop.get()).result(30)
 
 
-MALFORMED: dict[str, tuple[Callable[[bytes], list[bytes]], Status]] = {
-    "random": (lambda t: [os.urandom(HEADER_SIZE)], Status.BAD_REQUEST),
-    "unsigned": (lambda t: [b"WSv1" + b"\x00" * 60], Status.AUTH_FAILED),
-    "unknown-op": (lambda t: [pack_header(t, 99, request_id=5)], Status.BAD_REQUEST),
+def _msg(header: bytes, key: bytes = b"", data: bytes = b"") -> bytes:
+    return header + key + data + b"WSv2"
+
+
+def _short_put(s: ClientSession) -> list[bytes]:
+    data = b"x" * 500 + bytes(500)  # the tag is right for 1000 bytes; only 500 are sent
+    _, header = s.request(Op.PUT, b"k", data)
+    return [header + b"k" + data[:500]]
+
+
+def _replayed_put(s: ClientSession) -> list[bytes]:
+    _, header = s.request(Op.PUT, b"k", b"v1")
+    return [_msg(header, b"k", b"v1"), _msg(header, b"k", b"v1")]
+
+
+def _reply_as_request(s: ClientSession) -> list[bytes]:
+    _, header = s.request(Op.EXISTS, b"k", None)
+    forged = bytearray(header)
+    forged[6] = Kind.REPLY
+    return [_msg(bytes(forged), b"k")]
+
+
+def _status_byte(s: ClientSession) -> list[bytes]:
+    assert s.sealer is not None
+    header = pack_header(s.sealer, Op.EXISTS, session=s.sealer.session, counter=99, status=3)
+    return [_msg(header)]
+
+
+MALFORMED: dict[str, tuple[Callable[[ClientSession], list[bytes]], int]] = {
+    "random": (lambda s: [os.urandom(HEADER_SIZE) + b"WSv2"], Status.BAD_REQUEST),
+    "unsigned": (
+        lambda s: [_msg(s.request(Op.GET, b"", None)[1][:48] + bytes(16))],
+        Status.AUTH_FAILED,
+    ),
+    "unknown-op": (lambda s: [_msg(s.request(99, b"", None)[1])], Status.BAD_REQUEST),
     "get-with-data": (
-        lambda t: [pack_header(t, Op.GET, request_id=6, data_len=10)],
+        lambda s: [_msg(s.request(Op.GET, b"", b"0123456789")[1], b"", b"0123456789")],
         Status.BAD_REQUEST,
     ),
-    "key-too-long": (lambda t: [pack_header(t, Op.GET, key=b"k" * 2000)], Status.BAD_REQUEST),
+    "key-too-long": (
+        lambda s: [_msg(pack_header(HelloSealer(b"t"), Op.GET, key=b"k" * 2000), b"k" * 2000)],
+        Status.BAD_REQUEST,
+    ),
+    "short-eager-put": (_short_put, Status.BAD_REQUEST),
+    "replayed-put": (_replayed_put, Status.REPLAYED),
+    "reply-as-request": (_reply_as_request, Status.BAD_REQUEST),
+    "status-byte-in-request": (_status_byte, Status.BAD_REQUEST),
 }
 
 
@@ -218,8 +289,9 @@ def test_malformed_messages_are_refused(runtime: Path, case: str) -> None:
     c = UCXConnector(timeout=10)
     try:
         info = c.local_server()
-        reply = _raw_exchange(info["address"], make(c._token), c._token)
-        assert reply is not None and reply[0] == expected, reply
+        replies = _raw_exchange(info["address"], make, c._token)
+        assert replies[-1][1] == expected, replies
+        assert c.server_status()["objects"] == (1 if case == "replayed-put" else 0)
         assert bytes(c.get(c.put(b"still here"))) == b"still here"
     finally:
         c.close()

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zmq
 
 from tests.procs import kill_all, processes_matching, run_python, server_infos
+from tests.wire import RawZMQ
 from warpstore.connectors.zmq import ZMQConnector, ZMQKey
 from warpstore.exceptions import (
     AuthenticationError,
@@ -30,7 +30,8 @@ from warpstore.exceptions import (
     StoreFullError,
 )
 from warpstore.proxy import is_resolved
-from warpstore.server.protocol import HEADER_SIZE, Op, Status, pack_header, unpack_header
+from warpstore.server.auth import ClientSession
+from warpstore.server.protocol import HEADER_SIZE, Kind, Op, Status
 from warpstore.server.runtime import pid_alive, read_json
 from warpstore.store import Store, unregister_store
 
@@ -258,29 +259,17 @@ def test_eight_processes_at_once_spawn_exactly_one_server(runtime: Path) -> None
 
 
 @pytest.fixture
-def raw_server(runtime: Path) -> Iterator[tuple[ZMQConnector, Any, bytes]]:
-    """A running server, a connector to it and a raw DEALER socket for hand-made messages."""
+def raw_server(runtime: Path) -> Iterator[tuple[ZMQConnector, RawZMQ, bytes]]:
+    """A running server, a connector to it and a raw session for hand-made messages."""
     c = ZMQConnector(timeout=5)
     info = c.local_server()
     token = c._token
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect(info["address"])
-    yield c, sock, token
-    sock.close()
-    ctx.term()
+    raw = RawZMQ(info["address"], token)
+    raw.hello()
+    yield c, raw, token
+    raw.close()
     stop_all(runtime)
     c.close()
-
-
-def _reply(sock: Any, token: bytes) -> tuple[int, bytes]:
-    frames = sock.recv_multipart()
-    assert len(frames[0]) == HEADER_SIZE
-    header, authentic = unpack_header(token, frames[0], frames[1])
-    assert authentic  # the server signs even its refusals
-    return header.status, frames[2] if len(frames) > 2 else b""
 
 
 def _still_serves(c: ZMQConnector) -> None:
@@ -289,15 +278,17 @@ def _still_serves(c: ZMQConnector) -> None:
 
 
 def test_wrong_token_is_refused(raw_server: Any) -> None:
-    c, sock, token = raw_server
-    key = c.put(b"secret data")
-    bad = pack_header(b"not the token", Op.GET, key=key.object_id.encode(), request_id=7)
-    sock.send_multipart([bad, key.object_id.encode()])
-    status, message = _reply(sock, token)
-    assert status == Status.AUTH_FAILED and b"authentication" in message
-    shutdown = pack_header(b"not the token", Op.SHUTDOWN, request_id=8)
-    sock.send_multipart([shutdown, b""])
-    assert _reply(sock, token)[0] == Status.AUTH_FAILED
+    c, raw, _token = raw_server
+    c.put(b"secret data")
+    intruder = ClientSession(b"not the token", raw.session.address)
+    raw.send([intruder.hello_request(), b""])
+    kind, status, message, _ = raw.reply()
+    assert kind == Kind.REFUSAL and status == Status.AUTH_FAILED and b"authentication" in message
+    # a request in our session with a tag made without the token
+    _, header = raw.session.request(Op.SHUTDOWN, b"", None)
+    raw.send([header[:48] + bytes(16), b""])
+    kind, status, _, _ = raw.reply()
+    assert kind == Kind.REFUSAL and status == Status.AUTH_FAILED
     _still_serves(c)
     log = Path(c.local_server()["log"]).read_text()
     assert "authentication failed" in log
@@ -325,28 +316,29 @@ def test_client_with_wrong_token_gets_clear_error(raw_server: Any, tmp_path: Pat
     ids=["truncated", "random", "random-header", "frames"],
 )
 def test_malformed_messages_get_bad_request(raw_server: Any, frames: list[bytes]) -> None:
-    c, sock, token = raw_server
-    sock.send_multipart(frames)
-    status, _ = _reply(sock, token)
-    assert status == Status.BAD_REQUEST
+    c, raw, _token = raw_server
+    raw.send(frames)
+    kind, status, _, _ = raw.reply()
+    assert kind == Kind.REFUSAL and status == Status.BAD_REQUEST
     _still_serves(c)
 
 
 def test_declared_length_must_match(raw_server: Any) -> None:
-    c, sock, token = raw_server
-    header = pack_header(token, Op.PUT, key=b"k1", request_id=1, data_len=2**62)
-    sock.send_multipart([header, b"k1", b"small"])
-    status, message = _reply(sock, token)
+    c, raw, _token = raw_server
+    _, header = raw.session.request(Op.PUT, b"k1", b"x" * 100)
+    raw.send([header, b"k1", b"small"])
+    _kind, status, message, _ = raw.reply()
     assert status == Status.BAD_REQUEST and b"declares" in message
     assert c.server_status()["objects"] == 0
     _still_serves(c)
 
 
 def test_unknown_operation(raw_server: Any) -> None:
-    c, sock, token = raw_server
-    sock.send_multipart([pack_header(token, 99, key=b"k", request_id=3), b"k"])
-    status, message = _reply(sock, token)
-    assert status == Status.BAD_REQUEST and b"unknown operation" in message
+    c, raw, _token = raw_server
+    _, header = raw.session.request(99, b"k", None)
+    raw.send([header, b"k"])
+    kind, status, message, _ = raw.reply()
+    assert kind == Kind.REPLY and status == Status.BAD_REQUEST and b"unknown operation" in message
     _still_serves(c)
 
 
@@ -359,18 +351,17 @@ class _Exploit:
 
 
 def test_server_never_unpickles(raw_server: Any, tmp_path: Path) -> None:
-    c, sock, token = raw_server
+    c, raw, _token = raw_server
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Exploit(str(marker)))
     # as stored data (authenticated), as a key, and as a header
     key = c.put(payload)
     assert bytes(c.get(key)) == payload
-    sock.send_multipart(
-        [pack_header(token, Op.GET, key=payload[:1000], request_id=4), payload[:1000]]
-    )
-    _reply(sock, token)
-    sock.send_multipart([payload, payload])
-    _reply(sock, token)
+    _, header = raw.session.request(Op.GET, payload[:1000], None)
+    raw.send([header, payload[:1000]])
+    raw.reply()
+    raw.send([payload, payload])
+    raw.reply()
     status = c.server_status()
     assert status["objects"] == 1
     assert not marker.exists()

@@ -71,12 +71,14 @@ class ObjectTable:
         self.entries: dict[bytes, Entry] = {}
         self.nbytes = 0
         self.on_drop = on_drop  # called for each entry replaced or evicted
+        self.reserved = 0  # room promised to two-step PUTs whose data is on its way
 
     def can_hold(self, key: bytes, nbytes: int) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
-        return self.nbytes - (old.nbytes if old else 0) + nbytes <= self.memory_limit
+        used = self.nbytes + self.reserved - (old.nbytes if old else 0)
+        return used + nbytes <= self.memory_limit
 
     def put(self, key: bytes, data: Any, nbytes: int, segment: str | None = None) -> None:
         old = self.entries.get(key)

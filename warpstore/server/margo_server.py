@@ -24,17 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from warpstore.server.auth import Refused, ServerAuth, ServerSession
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.margo_adapter import Exposed, make_engine
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
+    Flags,
+    Header,
+    Kind,
     Op,
     ProtocolError,
     Status,
-    pack_header,
-    peek_lengths,
-    unpack_header,
+    parse_header,
 )
 
 __all__ = [
@@ -83,7 +85,7 @@ class MargoServer:
         memory_limit: int | None = None,
         protocol: str = "tcp",
     ) -> None:
-        self.token = token
+        self.auth = ServerAuth(token, memory_limit)
         self.protocol = protocol
         try:
             self.engine = make_engine(engine_spec(protocol, ip, port), server=True)
@@ -132,106 +134,117 @@ class MargoServer:
     def _on_request(self, raw: bytes, origin: Any, respond: Any) -> None:
         try:
             reply = self._handle(raw, origin)
+        except Refused as r:
+            reply = self._refuse(r.status, r.message)
         except Exception as e:  # a bug must not take the node's data down with it
             logger.exception("%s: error handling a request", self.core.describe())
-            reply = self._pack(0, 0, b"", Reply(Status.ERROR, message=f"server error: {e}"))
+            reply = self._refuse(Status.ERROR, f"server error: {e}")
         respond(reply)
 
     def _pack(
-        self, op: int, rid: int, key: bytes, reply: Reply, payload: bytes | None = None
+        self,
+        session: ServerSession,
+        h: Header,
+        key: bytes,
+        reply: Reply,
+        payload: bytes | None = None,
     ) -> bytes:
-        if reply.status != Status.OK:
-            body = reply.message.encode()
-            size = len(body)
-        else:
-            body = payload if payload is not None else bytes(reply.data or b"")
-            size = memoryview(reply.data).nbytes if reply.data is not None else 0
-        header = pack_header(
-            self.token, op, key=key, request_id=rid, data_len=size, status=reply.status
-        )
-        return header + key + body
+        """Header + key + data (or, for a large GET, the descriptor of the tagged data)."""
+        body: Any = reply.data if reply.status == Status.OK else reply.message.encode()
+        if body is not None and memoryview(body).nbytes == 0:
+            body = None
+        header = self.auth.reply(session, h, key, reply.status, body)
+        if payload is not None:
+            return header + key + payload
+        return header + key + (b"" if body is None else bytes(body))
 
-    def _refuse(self, status: Status, message: str, rid: int = 0, op: int = 0) -> bytes:
+    def _refuse(self, status: Status, message: str) -> bytes:
         self.core.errors[status.name.lower()] += 1
         self._bad.warning("%s: refused a request: %s", self.core.describe(), message)
-        return self._pack(op, rid, b"", Reply(status, message=message))
+        header, data = self.auth.refusal(status, message)
+        return header + data
 
     def _handle(self, raw: bytes, origin: Any) -> bytes:
         if len(raw) < HEADER_SIZE:
-            return self._refuse(Status.BAD_REQUEST, f"request of {len(raw)} bytes has no header")
+            raise Refused(Status.BAD_REQUEST, f"request of {len(raw)} bytes has no header")
         header = raw[:HEADER_SIZE]
         try:
-            key_len, data_len = peek_lengths(header)
+            parsed = parse_header(header)
         except ProtocolError as e:
-            return self._refuse(Status.BAD_REQUEST, str(e))
-        key = raw[HEADER_SIZE : HEADER_SIZE + key_len]
-        if len(key) != key_len:
-            return self._refuse(Status.BAD_REQUEST, "request shorter than its declared key")
-        parsed, authentic = unpack_header(self.token, header, key)
-        op, rid = parsed.op, parsed.request_id
-        if not authentic:
-            return self._refuse(
-                Status.AUTH_FAILED, "authentication failed: wrong or missing token", rid, op
-            )
-        rest = raw[HEADER_SIZE + key_len :]
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        key = raw[HEADER_SIZE : HEADER_SIZE + parsed.key_len]
+        if len(key) != parsed.key_len:
+            raise Refused(Status.BAD_REQUEST, "request shorter than its declared key")
+        rest = raw[HEADER_SIZE + parsed.key_len :]
+        staged = bool(parsed.flags & Flags.STAGED)
+        if not staged and parsed.data_len > EAGER_MAX:
+            raise Refused(Status.BAD_REQUEST, f"data of {parsed.data_len} bytes must be staged")
+        h, session = self.auth.check(header, key, None if staged or not rest else rest)
+        if session is None:  # an authentic HELLO: open a session
+            reply_header, reply_data = self.auth.hello_reply(h)
+            return reply_header + reply_data
+        if h.kind != Kind.REQUEST:
+            raise Refused(Status.BAD_REQUEST, "DATA without an announcement")
+        op = h.op
         if op == Op.PUT:
-            return self._put(rid, key, data_len, rest, origin)
-        if rest or data_len:
-            return self._refuse(Status.BAD_REQUEST, f"operation {op} takes no data", rid, op)
+            return self._put(session, h, key, rest, origin)
+        if rest or h.data_len:
+            reply = Reply(Status.BAD_REQUEST, message=f"operation {op} takes no data")
+            return self._pack(session, h, key, reply)
         with self._lock:
             reply = self.core.handle(op, key, None, 0)
             if op == Op.EVICT:
                 self._retire(key)
             if op != Op.GET or reply.status != Status.OK:
-                return self._pack(op, rid, key, reply)
+                return self._pack(session, h, key, reply)
             size = memoryview(reply.data).nbytes
             if size <= EAGER_MAX:
-                return self._pack(op, rid, key, reply)
+                return self._pack(session, h, key, reply)
             exposed = self._exposed.get(key)
             if exposed is None:  # stored by an older path: register now, once
                 exposed = self._exposed[key] = self.engine.expose(reply.data, writable=True)
                 self.registrations += 1
-        return self._pack(op, rid, key, reply, payload=exposed.descriptor)
+        return self._pack(session, h, key, reply, payload=exposed.descriptor)
 
-    def _put(self, rid: int, key: bytes, data_len: int, rest: bytes, origin: Any) -> bytes:
+    def _put(
+        self, session: ServerSession, h: Header, key: bytes, rest: bytes, origin: Any
+    ) -> bytes:
         op = Op.PUT
-        if data_len <= EAGER_MAX:
-            if len(rest) != data_len:
-                return self._refuse(
-                    Status.BAD_REQUEST,
-                    f"header declares {data_len} data bytes, request has {len(rest)}",
-                    rid,
-                    op,
-                )
+        if not h.flags & Flags.STAGED:  # eager: the data came with the request
             with self._lock:
-                reply = self.core.handle(op, key, rest, data_len)
+                reply = self.core.handle(op, key, rest, h.data_len)
                 if reply.status == Status.OK:
                     self._retire(key)
-            return self._pack(op, rid, key, reply)
-        if not rest or len(rest) > MAX_DESCRIPTOR:
-            return self._refuse(
-                Status.BAD_REQUEST, "large PUT without a valid bulk descriptor", rid, op
-            )
+            return self._pack(session, h, key, reply)
+        # staged: the DATA header (tag over the data) and the client's bulk descriptor
+        data_header, descriptor = rest[:HEADER_SIZE], rest[HEADER_SIZE:]
+        if not descriptor or len(descriptor) > MAX_DESCRIPTOR:
+            raise Refused(Status.BAD_REQUEST, "large PUT without a valid bulk descriptor")
+        table = self.core.table
         with self._lock:
-            if not key or not self.core.table.can_hold(key, data_len):
-                return self._pack(op, rid, key, self.core.handle(op, key, b"", data_len))
+            if not key or not table.can_hold(key, h.data_len):
+                return self._pack(session, h, key, self.core.handle(op, key, b"", h.data_len))
+            table.reserved += h.data_len
         try:
-            buffer = np.empty(data_len, dtype=np.uint8)
-        except MemoryError:
-            return self._pack(
-                op, rid, key, Reply(Status.ERROR, message=f"cannot allocate {data_len} bytes")
-            )
-        exposed = self.engine.expose(buffer, writable=True)  # once: reused by every GET
-        self.registrations += 1
-        try:
-            self.engine.pull(origin, rest, exposed, data_len)
-        except Exception as e:
-            return self._refuse(
-                Status.BAD_REQUEST, f"bulk pull from the client failed: {e}", rid, op
-            )
+            try:
+                buffer = np.empty(h.data_len, dtype=np.uint8)
+            except MemoryError:
+                reply = Reply(Status.ERROR, message=f"cannot allocate {h.data_len} bytes")
+                return self._pack(session, h, key, reply)
+            self.auth.stage(session, h, key)
+            exposed = self.engine.expose(buffer, writable=True)  # once: reused by every GET
+            self.registrations += 1
+            try:
+                self.engine.pull(origin, descriptor, exposed, h.data_len)
+            except Exception as e:
+                raise Refused(Status.BAD_REQUEST, f"bulk pull from the client failed: {e}") from e
+            self.auth.check(data_header, key, buffer)  # the data is what the client signed
+        finally:
+            with self._lock:
+                table.reserved -= h.data_len
         with self._lock:
-            reply = self.core.handle(op, key, buffer, data_len)
+            reply = self.core.handle(op, key, buffer, h.data_len)
             if reply.status == Status.OK:
                 self._retire(key)
                 self._exposed[key] = exposed
-        return self._pack(op, rid, key, reply)
+        return self._pack(session, h, key, reply)

@@ -1,9 +1,8 @@
-"""Checking a server's reply, the same way for every transport's client.
+"""Turning a server's authenticated reply status into the client's exception.
 
-A reply is used only if its tag verifies with the job token; an error status
-becomes the matching exception with the server's message; an OK reply must
-answer the request that was sent (request id, op, key), so a late or swapped
-reply is never read as this one's.
+The same for every transport's client: an error status becomes the matching
+exception with the server's message. Authentication and matching a reply to
+its request are :class:`warpstore.server.auth.ClientSession`'s job.
 """
 
 from __future__ import annotations
@@ -11,31 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
-from warpstore.server.protocol import Header, Op, Status, unpack_header
-from warpstore.server.runtime import node_name
+from warpstore.server.protocol import Op, Status
 
-__all__ = ["authenticated_reply", "check_match", "describe", "raise_for_status"]
+__all__ = ["describe", "raise_for_status"]
 
 
 def describe(op: int, key: bytes, address: str) -> str:
     return f"{Op(op).name} of key {key.decode(errors='replace')!r} at {address}"
-
-
-def authenticated_reply(
-    token: bytes, address: str, header: Any, reply_key: bytes
-) -> Header:
-    """Parse and authenticate a reply header, or raise AuthenticationError."""
-    parsed, authentic = unpack_header(token, header, reply_key)
-    if authentic:
-        return parsed
-    if parsed.status == Status.AUTH_FAILED:
-        raise AuthenticationError(
-            f"server {address} refused our token: the client and the server use "
-            f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
-        )
-    raise AuthenticationError(
-        f"reply from {address} failed authentication; it was discarded unread"
-    )
 
 
 def raise_for_status(status: Status, body: Any, what: str) -> None:
@@ -48,8 +29,3 @@ def raise_for_status(status: Status, body: Any, what: str) -> None:
     if status == Status.AUTH_FAILED:
         raise AuthenticationError(f"{what}: {message}")
     raise ConnectorError(f"{what} failed: {message}")
-
-
-def check_match(parsed: Header, rid: int, op: int, key: bytes, reply_key: bytes, what: str) -> None:
-    if parsed.request_id != rid or parsed.op != op or reply_key != key:
-        raise ConnectorError(f"reply to {what} does not match its request")

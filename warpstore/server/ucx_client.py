@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
-import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -30,6 +28,7 @@ from warpstore.exceptions import (
     ConnectorConnectionError,
     ConnectorError,
 )
+from warpstore.server.auth import ClientSession, UnknownSession
 from warpstore.server.clients import RequestClient
 from warpstore.server.protocol import (
     EAGER_MAX,
@@ -37,13 +36,12 @@ from warpstore.server.protocol import (
     Op,
     ProtocolError,
     Status,
-    pack_header,
-    peek_lengths,
+    parse_header,
 )
-from warpstore.server.replies import authenticated_reply, check_match, describe, raise_for_status
+from warpstore.server.replies import describe, raise_for_status
 from warpstore.server.runtime import node_name
 from warpstore.server.ucx_env import import_ucxx
-from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, parse_ucx_address
+from warpstore.server.ucx_server import FIRST_MESSAGE_MAX, TRAILER, parse_ucx_address
 
 __all__ = ["UCXClient"]
 
@@ -72,8 +70,9 @@ class _Loop:
 
 
 class _Endpoint:
-    def __init__(self, ep: Any) -> None:
+    def __init__(self, ep: Any, session: ClientSession) -> None:
         self.ep = ep
+        self.session = session
         self.lock = asyncio.Lock()
 
 
@@ -83,7 +82,6 @@ class UCXClient(RequestClient):
     def __init__(self, token: bytes, timeout: float = 30.0) -> None:
         self.token = token
         self.timeout = timeout
-        self._ids = itertools.count(secrets.randbits(48))
         self._endpoints: dict[str, _Endpoint] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -136,12 +134,12 @@ class UCXClient(RequestClient):
 
     async def _endpoint(self, address: str) -> _Endpoint:
         entry = self._endpoints.get(address)
-        if entry is not None:
+        if entry is not None and entry.session.open:
             return entry
         lock = self._connecting.setdefault(address, asyncio.Lock())
         async with lock:
             entry = self._endpoints.get(address)
-            if entry is None:
+            if entry is None or not entry.session.open:
                 host, port = parse_ucx_address(address)
                 ucxx = import_ucxx()
                 try:
@@ -151,28 +149,43 @@ class UCXClient(RequestClient):
                         f"cannot connect to UCX server {address} from node {node_name()}: "
                         f"{type(e).__name__}: {e}"
                     ) from e
-                entry = self._endpoints[address] = _Endpoint(ep)
+                entry = _Endpoint(ep, ClientSession(self.token, address))
+                try:
+                    await ep.send(bytearray(entry.session.hello_request() + TRAILER))
+                    h, reply_key, body = await self._receive(ep, address, entry.session)
+                    entry.session.accept_hello(bytes(h), reply_key, body)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        ep.abort()
+                    raise
+                self._endpoints[address] = entry
             return entry
 
     async def _pipeline(
         self, address: str, requests: Sequence[Request]
     ) -> list[tuple[Status, Any]]:
-        entry = await self._endpoint(address)
-        async with entry.lock:
-            try:
-                return [await self._one(entry.ep, address, *r) for r in requests]
-            except (ConnectorError, AuthenticationError):
-                self._drop(address, entry)
-                raise
-            except asyncio.CancelledError:
-                self._drop(address, entry)
-                raise
-            except Exception as e:
-                self._drop(address, entry)
-                raise ConnectorConnectionError(
-                    f"UCX error talking to server {address} from node {node_name()}: "
-                    f"{type(e).__name__}: {e}"
-                ) from e
+        for attempt in (1, 2):
+            entry = await self._endpoint(address)
+            async with entry.lock:
+                try:
+                    return [await self._one(entry, address, *r) for r in requests]
+                except UnknownSession:
+                    self._drop(address, entry)
+                    if attempt == 2:
+                        raise
+                except (ConnectorError, AuthenticationError):
+                    self._drop(address, entry)
+                    raise
+                except asyncio.CancelledError:
+                    self._drop(address, entry)
+                    raise
+                except Exception as e:
+                    self._drop(address, entry)
+                    raise ConnectorConnectionError(
+                        f"UCX error talking to server {address} from node {node_name()}: "
+                        f"{type(e).__name__}: {e}"
+                    ) from e
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _drop(self, address: str, entry: _Endpoint) -> None:
         if self._endpoints.get(address) is entry:
@@ -181,45 +194,66 @@ class UCXClient(RequestClient):
             entry.ep.abort()
 
     async def _one(
-        self, ep: Any, address: str, op: int, key: bytes, data: Any
+        self, entry: _Endpoint, address: str, op: int, key: bytes, data: Any
     ) -> tuple[Status, Any]:
-        rid = next(self._ids)
+        ep, session = entry.ep, entry.session
         view = memoryview(b"" if data is None else data).cast("B")
         nbytes = view.nbytes
-        header = pack_header(self.token, op, key=key, request_id=rid, data_len=nbytes)
-        if nbytes <= EAGER_MAX:  # one message: header, key and data
-            await ep.send(bytearray(header + key + view.tobytes()))
-        else:  # two-step PUT: header and key, wait for CONTINUE, then the data
-            await ep.send(bytearray(header + key))
-            status, reply = await self._reply(ep, address, rid, op, key)
+        if op == Op.PUT:
+            session.check_put_size(key, nbytes)
+        if nbytes <= EAGER_MAX:  # one message: header, key, data and trailer
+            counter, header = session.request(op, key, view)
+            await ep.send(bytearray(header + key + view.tobytes() + TRAILER))
+        else:  # two-step PUT: announce, wait for CONTINUE, then the data
+            counter, header = session.request(op, key, view, staged=True)
+            await ep.send(bytearray(header + key + TRAILER))
+            status, reply = await self._reply(ep, address, session, counter, op, key)
             if status != Status.CONTINUE:
                 return status, reply
             payload = data if isinstance(data, np.ndarray) else np.frombuffer(view, np.uint8)
+            await ep.send(bytearray(session.data_header(counter, key, view) + key + TRAILER))
             await ep.send(payload)
-        return await self._reply(ep, address, rid, op, key)
+        return await self._reply(ep, address, session, counter, op, key)
 
-    async def _reply(
-        self, ep: Any, address: str, rid: int, op: int, key: bytes
-    ) -> tuple[Status, Any]:
+    async def _receive(
+        self, ep: Any, address: str, session: ClientSession
+    ) -> tuple[memoryview, bytes, Any]:
+        """Header, key and data (eager or following) of one message from the server."""
         first = bytearray(FIRST_MESSAGE_MAX)  # fresh: nothing stale under a short message
         await ep.recv(first)
         view = memoryview(first)
-        header = view[:HEADER_SIZE]
         try:
-            key_len, data_len = peek_lengths(header)
+            h = parse_header(view[:HEADER_SIZE])
         except ProtocolError as e:
             raise ConnectorError(f"malformed reply from {address}: {e}") from e
-        reply_key = bytes(view[HEADER_SIZE : HEADER_SIZE + key_len])
-        parsed = authenticated_reply(self.token, address, header, reply_key)
+        end = HEADER_SIZE + h.key_len
+        reply_key = bytes(view[HEADER_SIZE:end])
         body: Any = None
-        if data_len > EAGER_MAX:
-            body = np.empty(data_len, dtype=np.uint8)  # received straight into its own buffer
+        if h.data_len > EAGER_MAX:
+            if session.max_data and h.data_len > max(session.max_data, EAGER_MAX):
+                raise ConnectorError(
+                    f"reply from {address} declares {h.data_len} bytes, more than the "
+                    f"server's limit {session.max_data}"
+                )
+            if bytes(view[end : end + len(TRAILER)]) != TRAILER:
+                raise ConnectorError(f"truncated reply from {address}")
+            body = np.empty(h.data_len, dtype=np.uint8)  # received straight into its own buffer
             await ep.recv(body)
-        elif data_len:
-            start = HEADER_SIZE + key_len
-            body = np.frombuffer(first, np.uint8, count=data_len, offset=start)
+        else:
+            if bytes(view[end + h.data_len : end + h.data_len + len(TRAILER)]) != TRAILER:
+                raise ConnectorError(f"truncated reply from {address}")
+            if h.data_len:
+                body = np.frombuffer(first, np.uint8, count=h.data_len, offset=end)
+        return view[:HEADER_SIZE], reply_key, body
+
+    async def _reply(
+        self, ep: Any, address: str, session: ClientSession, counter: int, op: int, key: bytes
+    ) -> tuple[Status, Any]:
+        header, reply_key, body = await self._receive(ep, address, session)
+        parsed = session.check_reply(header, reply_key, body)
         status = Status(parsed.status)
         what = describe(op, key, address)
         raise_for_status(status, body, what)
-        check_match(parsed, rid, op, key, reply_key, what)
+        if parsed.counter != counter or parsed.op != op or reply_key != key:
+            raise ConnectorError(f"reply to {what} does not match its request")
         return status, (None if body is None else body.data)

@@ -29,26 +29,32 @@ from typing import Any
 
 import numpy as np
 
+from warpstore.server.auth import Refused, ServerAuth, ServerSession
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.protocol import (
     EAGER_MAX,
     HEADER_SIZE,
+    MAGIC,
     MAX_KEY_LEN,
+    Flags,
+    Header,
+    Kind,
     Op,
     ProtocolError,
     Status,
-    pack_header,
-    peek_lengths,
-    unpack_header,
+    parse_header,
 )
 from warpstore.server.ucx_env import import_ucxx
 
-__all__ = ["FIRST_MESSAGE_MAX", "UCXServer", "format_ucx_address", "parse_ucx_address"]
+__all__ = ["FIRST_MESSAGE_MAX", "TRAILER", "UCXServer", "format_ucx_address", "parse_ucx_address"]
 
 logger = logging.getLogger("warpstore.server")
 
-# A message's first UCX message: header, key and, up to EAGER_MAX bytes, its data.
-FIRST_MESSAGE_MAX = HEADER_SIZE + MAX_KEY_LEN + EAGER_MAX
+# Every first UCX message ends with this trailer: the receiver's buffer is zeroed, so a
+# message shorter than its header declares is seen (UCX does not report the length).
+TRAILER = MAGIC
+# A message's first UCX message: header, key, up to EAGER_MAX bytes of data, trailer.
+FIRST_MESSAGE_MAX = HEADER_SIZE + MAX_KEY_LEN + EAGER_MAX + len(TRAILER)
 
 
 def format_ucx_address(ip: str, port: int) -> str:
@@ -62,14 +68,6 @@ def parse_ucx_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class _Refused(Exception):
-    """Refuse this message, then drop the endpoint (its stream is out of step)."""
-
-    def __init__(self, status: Status, message: str, request_id: int = 0, op: int = 0) -> None:
-        super().__init__(message)
-        self.status, self.message, self.request_id, self.op = status, message, request_id, op
-
-
 class UCXServer:
     """Listens with ucxx and answers requests with a :class:`ServerCore`."""
 
@@ -77,7 +75,7 @@ class UCXServer:
         self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
     ) -> None:
         self.ucxx = import_ucxx()
-        self.token = token
+        self.auth = ServerAuth(token, memory_limit)
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self._endpoints: set[Any] = set()
@@ -118,19 +116,22 @@ class UCXServer:
 
     # -- one endpoint -------------------------------------------------------
 
-    async def _send(self, ep: Any, op: int, request_id: int, key: bytes, reply: Reply) -> None:
-        data = reply.data if reply.status in (Status.OK, Status.CONTINUE) else (
-            reply.message.encode()
-        )
-        nbytes = memoryview(data).nbytes if data is not None else 0
-        header = pack_header(
-            self.token, op, key=key, request_id=request_id, data_len=nbytes, status=reply.status
-        )
-        if nbytes <= EAGER_MAX:  # one message: header, key and data together
-            await ep.send(bytearray(header + key + (bytes(data) if nbytes else b"")))
-        else:  # header and key, then the data straight from the stored buffer
-            await ep.send(bytearray(header + key))
+    async def _send(self, ep: Any, header: bytes, key: bytes, data: Any) -> None:
+        nbytes = 0 if data is None else memoryview(data).nbytes
+        if nbytes <= EAGER_MAX:  # one message: header, key, data and the trailer
+            await ep.send(bytearray(header + key + (bytes(data) if nbytes else b"") + TRAILER))
+        else:  # header, key and trailer, then the data straight from the stored buffer
+            await ep.send(bytearray(header + key + TRAILER))
             await ep.send(data)
+
+    async def _reply(
+        self, ep: Any, session: ServerSession, h: Header, key: bytes, reply: Reply,
+        kind: int = Kind.REPLY,
+    ) -> None:
+        body = reply.data if reply.status == Status.OK else reply.message.encode()
+        if body is not None and memoryview(body).nbytes == 0:
+            body = None
+        await self._send(ep, self.auth.reply(session, h, key, reply.status, body, kind), key, body)
 
     async def _serve_endpoint(self, ep: Any) -> None:
         self._endpoints.add(ep)
@@ -144,7 +145,7 @@ class UCXServer:
                     return  # the client went away (or closed), or sent too much at once
                 try:
                     await self._serve_one(ep, memoryview(first))
-                except _Refused as r:
+                except Refused as r:
                     self.core.errors[r.status.name.lower()] += 1
                     self._bad.warning(
                         "%s: refused a message and closed its endpoint: %s",
@@ -152,9 +153,8 @@ class UCXServer:
                         r.message,
                     )
                     with contextlib.suppress(Exception):
-                        await self._send(
-                            ep, r.op, r.request_id, b"", Reply(r.status, message=r.message)
-                        )
+                        header, data = self.auth.refusal(r.status, r.message)
+                        await self._send(ep, header, b"", data)
                     return
                 except Exception as e:  # the peer vanished mid-message, or a bug
                     logger.info("%s: endpoint ended: %s", self.core.describe(), e)
@@ -164,46 +164,75 @@ class UCXServer:
             with contextlib.suppress(Exception):
                 ep.abort()
 
+    def _first_parts(self, first: memoryview) -> tuple[Header, bytes, Any]:
+        """Header, key and eager data of a first message; refuses short ones."""
+        try:
+            h = parse_header(first[:HEADER_SIZE])
+        except ProtocolError as e:
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        end = HEADER_SIZE + h.key_len
+        key = bytes(first[HEADER_SIZE:end])
+        eager = h.data_len <= EAGER_MAX and h.kind != Kind.DATA and not h.flags & Flags.STAGED
+        if not eager and h.kind == Kind.REQUEST and not h.flags & Flags.STAGED:
+            raise Refused(Status.BAD_REQUEST, f"data of {h.data_len} bytes must be staged")
+        data = first[end : end + h.data_len] if eager and h.data_len else None
+        end += h.data_len if eager else 0
+        if bytes(first[end : end + len(TRAILER)]) != TRAILER:
+            raise Refused(
+                Status.BAD_REQUEST,
+                f"message shorter than its header declares ({h.data_len} data bytes)",
+            )
+        return h, key, data
+
     async def _serve_one(self, ep: Any, first: memoryview) -> None:
         header = first[:HEADER_SIZE]
-        try:
-            key_len, data_len = peek_lengths(header)
-        except ProtocolError as e:
-            raise _Refused(Status.BAD_REQUEST, str(e)) from None
-        key = bytes(first[HEADER_SIZE : HEADER_SIZE + key_len])
-        parsed, authentic = unpack_header(self.token, header, key)
-        if not authentic:
-            raise _Refused(
-                Status.AUTH_FAILED,
-                "authentication failed: wrong or missing token",
-                parsed.request_id,
-                parsed.op,
-            )
-        op, rid = parsed.op, parsed.request_id
+        h, key, data = self._first_parts(first)
+        h, session = self.auth.check(header, key, data)
+        if session is None:  # an authentic HELLO: open a session
+            reply_header, reply_data = self.auth.hello_reply(h)
+            await self._send(ep, reply_header, b"", reply_data)
+            return
+        if h.kind != Kind.REQUEST:
+            raise Refused(Status.BAD_REQUEST, "DATA without an accepted announcement")
+        op = h.op
         if op != Op.PUT:
-            if data_len:
-                raise _Refused(Status.BAD_REQUEST, f"operation {op} takes no data", rid, op)
-            await self._send(ep, op, rid, key, self._handle(op, key, None, 0))
+            reply = (
+                Reply(Status.BAD_REQUEST, message=f"operation {op} takes no data")
+                if h.data_len
+                else self._handle(op, key, None, 0)
+            )
+            await self._reply(ep, session, h, key, reply)
             return
-        if data_len <= EAGER_MAX:  # the data came in the same message
-            start = HEADER_SIZE + key_len
-            buffer = np.frombuffer(first, dtype=np.uint8, count=data_len, offset=start).copy()
-            await self._send(ep, op, rid, key, self._handle(op, key, buffer, data_len))
+        if not h.flags & Flags.STAGED:  # the data came in the same message
+            buffer = np.frombuffer(data if data is not None else b"", dtype=np.uint8).copy()
+            await self._reply(ep, session, h, key, self._handle(op, key, buffer, h.data_len))
             return
-        # two-step PUT: refuse before the data is sent, or ask for it
-        if not key or not self.core.table.can_hold(key, data_len):
-            await self._send(ep, op, rid, key, self._handle(op, key, b"", data_len))
+        # two-step PUT: refuse before the data is sent, or reserve room and ask for it
+        table = self.core.table
+        if not key or not table.can_hold(key, h.data_len):
+            await self._reply(ep, session, h, key, self._handle(op, key, b"", h.data_len))
             return
         try:
-            buffer = np.empty(data_len, dtype=np.uint8)
+            buffer = np.empty(h.data_len, dtype=np.uint8)
         except MemoryError:
-            await self._send(
-                ep, op, rid, key, Reply(Status.ERROR, message=f"cannot allocate {data_len} bytes")
-            )
+            reply = Reply(Status.ERROR, message=f"cannot allocate {h.data_len} bytes")
+            await self._reply(ep, session, h, key, reply)
             return
-        await self._send(ep, op, rid, key, Reply(Status.CONTINUE, None))
-        await ep.recv(buffer)
-        await self._send(ep, op, rid, key, self._handle(op, key, buffer, data_len))
+        table.reserved += h.data_len
+        try:
+            self.auth.stage(session, h, key)
+            await self._reply(ep, session, h, key, Reply(Status.CONTINUE), Kind.CONTINUE)
+            second = bytearray(FIRST_MESSAGE_MAX)
+            await ep.recv(second)
+            view = memoryview(second)
+            h2, key2, _ = self._first_parts(view)
+            if h2.kind != Kind.DATA or h2.counter != h.counter or key2 != key:
+                raise Refused(Status.BAD_REQUEST, "expected the DATA of the announced PUT")
+            await ep.recv(buffer)
+            self.auth.check(view[:HEADER_SIZE], key2, buffer)
+        finally:
+            table.reserved -= h.data_len
+        await self._reply(ep, session, h, key, self._handle(op, key, buffer, h.data_len))
 
     def _handle(self, op: int, key: bytes, data: Any, nbytes: int) -> Reply:
         try:

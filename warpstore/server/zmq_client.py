@@ -1,57 +1,70 @@
 """Client side of the ZeroMQ transport: persistent, authenticated request/reply.
 
 Each thread of a process keeps one DEALER socket per server address (ZeroMQ
-sockets are not thread-safe), reused for every request. A reply is accepted
-only if its tag verifies with the job token and its request id, op and key
-match the request; anything else (a late reply to a request that timed out,
-say) is discarded.
+sockets are not thread-safe), reused for every request, with one protocol
+session (:mod:`warpstore.server.auth`) opened by a HELLO on first use. A reply
+is accepted only if its tag verifies with the session key and its counter and
+key match a pending request; anything else (a late reply to a request that
+timed out, say) is discarded.
+
+Failing fast: every socket has ZeroMQ heartbeats (a PING each second; no
+answer within ``heartbeat_timeout`` closes the connection) and a socket
+monitor. A connection refused, or closed while requests are pending (server
+killed, or hung and past the heartbeat timeout), is an error at once, not at
+the end of ``timeout``.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-import secrets
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
-from warpstore.exceptions import (
-    AuthenticationError,
-    ConnectorConnectionError,
-    ConnectorError,
-    StoreFullError,
-)
+from warpstore.exceptions import AuthenticationError, ConnectorConnectionError, ConnectorError
+from warpstore.server.auth import ClientSession, UnknownSession
 from warpstore.server.clients import RequestClient
-from warpstore.server.protocol import (
-    HEADER_SIZE,
-    Op,
-    ProtocolError,
-    Status,
-    pack_header,
-    unpack_header,
-)
+from warpstore.server.protocol import HEADER_SIZE, Kind, Op, Status
+from warpstore.server.replies import raise_for_status
 from warpstore.server.runtime import node_name
 
 __all__ = ["ZMQClient"]
 
 _ZERO_COPY_MIN = 64 * 1024
+_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 Request = tuple[int, bytes, Any]  # op, key, data or None
 
 
-class ZMQClient(RequestClient):
-    """Sends requests to node servers and checks their replies."""
+class _Conn:
+    """One DEALER socket, its monitor and its protocol session."""
 
-    def __init__(self, token: bytes, timeout: float = 30.0) -> None:
+    def __init__(self, sock: Any, monitor: Any, session: ClientSession) -> None:
+        self.sock, self.monitor, self.session = sock, monitor, session
+        self.connected = False
+
+
+class ZMQClient(RequestClient):
+    """Sends requests to node servers and checks their replies.
+
+    Args:
+        token: the job's secret.
+        timeout: seconds to wait for the replies of one request or pipeline.
+        heartbeat_timeout: seconds without an answer to ZeroMQ's heartbeat PING
+            after which a connection is declared dead (server killed or hung).
+    """
+
+    def __init__(self, token: bytes, timeout: float = 30.0, heartbeat_timeout: float = 5.0) -> None:
         self.token = token
         self.timeout = timeout
-        self._ids = itertools.count(secrets.randbits(48))
+        self.heartbeat_timeout = heartbeat_timeout
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: list[_Conn] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._context: Any = None
@@ -67,128 +80,171 @@ class ZMQClient(RequestClient):
                     self._local = threading.local()
         return self._context
 
-    def _socket(self, address: str) -> Any:
+    def _conn(self, address: str, deadline: float, timeout: float) -> _Conn:
         ctx = self._ctx()
-        sockets: dict[str, Any] | None = getattr(self._local, "sockets", None)
-        if sockets is None:
-            sockets = self._local.sockets = {}
-        sock = sockets.get(address)
-        if sock is None:
-            sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            if address.startswith("tcp://["):
-                sock.setsockopt(zmq.IPV6, 1)
-            sock.connect(address)
-            sockets[address] = sock
-            with self._lock:
-                self._all.append(sock)
-        return sock
+        conns: dict[str, _Conn] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get(address)
+        if conn is not None and conn.session.open:
+            return conn
+        if conn is not None:
+            self._drop(address)
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.heartbeat_timeout * 1000)))
+        if address.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        monitor = sock.get_monitor_socket(_EVENTS)
+        conn = _Conn(sock, monitor, ClientSession(self.token, address))
+        sock.connect(address)
+        conns[address] = conn
+        with self._lock:
+            self._all.append(conn)
+        sock.send_multipart([conn.session.hello_request(), b""])
+        frames = self._receive(conn, address, deadline, timeout, "HELLO")
+        if len(frames) not in (2, 3) or len(frames[0]) != HEADER_SIZE:
+            raise ConnectorError(f"malformed HELLO reply from {address}")
+        conn.session.accept_hello(
+            frames[0].buffer, frames[1].bytes, frames[2].bytes if len(frames) == 3 else None
+        )
+        return conn
 
     def _drop(self, address: str) -> None:
-        sockets = getattr(self._local, "sockets", {})
-        sock = sockets.pop(address, None)
-        if sock is not None:
-            sock.close(linger=0)
+        conns = getattr(self._local, "conns", {})
+        conn = conns.pop(address, None)
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            self._close(conn)
+
+    @staticmethod
+    def _close(conn: _Conn) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            conn.sock.disable_monitor()
+        conn.monitor.close(linger=0)
+        conn.sock.close(linger=0)
 
     def close(self) -> None:
         """Close every socket this client opened, in any thread (idempotent)."""
         with self._lock:
-            socks, self._all = self._all, []
-            for sock in socks:
-                sock.close(linger=0)
+            conns, self._all = self._all, []
+            for conn in conns:
+                self._close(conn)
             self._local = threading.local()
             if self._context is not None and self._pid == os.getpid():
                 self._context.term()
             self._context = None
 
-
     def pipeline(
         self, address: str, requests: Sequence[Request], timeout: float | None = None
     ) -> list[tuple[Status, Any]]:
-        """Send all ``requests`` to one server, then collect all replies (one round trip)."""
-        sock = self._socket(address)
+        """Send all ``requests`` to one server, then collect all replies (one round trip).
+
+        If the server forgot our session (it restarted), a new session is
+        opened and the requests are sent once more.
+        """
         timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        for attempt in (1, 2):
+            try:
+                conn = self._conn(address, deadline, timeout)
+                return self._run(conn, address, requests, deadline, timeout)
+            except UnknownSession:
+                self._drop(address)
+                if attempt == 2:
+                    raise
+            except (ConnectorError, AuthenticationError):
+                self._drop(address)  # late replies must not reach the next request
+                raise
+            except zmq.ZMQError as e:
+                self._drop(address)
+                raise ConnectorConnectionError(f"ZeroMQ error talking to {address}: {e}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(
+        self,
+        conn: _Conn,
+        address: str,
+        requests: Sequence[Request],
+        deadline: float,
+        timeout: float,
+    ) -> list[tuple[Status, Any]]:
+        session = conn.session
         pending: dict[int, tuple[int, bytes]] = {}
         order: list[int] = []
-        try:
-            for op, key, data in requests:
-                rid = next(self._ids)
-                nbytes = 0 if data is None else memoryview(data).nbytes
-                header = pack_header(self.token, op, key=key, request_id=rid, data_len=nbytes)
-                frames: list[Any] = [header, key]
-                if nbytes:
-                    frames.append(data)
-                sock.send_multipart(frames, copy=nbytes < _ZERO_COPY_MIN)
-                pending[rid] = (op, key)
-                order.append(rid)
-            results: dict[int, tuple[Status, Any]] = {}
-            deadline = time.monotonic() + timeout
-            while pending:
-                try:
-                    frames = self._receive(sock, deadline)
-                except zmq.Again:
-                    op, key = next(iter(pending.values()))
-                    raise ConnectorConnectionError(
-                        f"no reply from server {address} within {timeout:g} s to "
-                        f"{Op(op).name} of key {key.decode(errors='replace')!r} "
-                        f"(from node {node_name()}): is the server running and reachable?"
-                    ) from None
-                answered, result = self._check_reply(address, frames, pending)
-                if answered is not None:
-                    results[answered] = result
-                    del pending[answered]
-        except (ConnectorConnectionError, AuthenticationError):
-            self._drop(address)  # late replies must not reach the next request
-            raise
-        except zmq.ZMQError as e:
-            self._drop(address)
-            raise ConnectorConnectionError(f"ZeroMQ error talking to {address}: {e}") from e
-        return [results[rid] for rid in order]
+        for op, key, data in requests:
+            nbytes = 0 if data is None else memoryview(data).nbytes
+            if op == Op.PUT:
+                session.check_put_size(key, nbytes)
+            counter, header = session.request(op, key, data)
+            frames: list[Any] = [header, key]
+            if nbytes:
+                frames.append(data)
+            conn.sock.send_multipart(frames, copy=nbytes < _ZERO_COPY_MIN)
+            pending[counter] = (op, key)
+            order.append(counter)
+        results: dict[int, tuple[Status, Any]] = {}
+        while pending:
+            op, key = next(iter(pending.values()))
+            what = f"{Op(op).name} of key {key.decode(errors='replace')!r}"
+            frames = self._receive(conn, address, deadline, timeout, what)
+            if len(frames) not in (2, 3) or len(frames[0]) != HEADER_SIZE:
+                raise ConnectorError(f"malformed reply from {address} ({len(frames)} frames)")
+            reply_key = frames[1].bytes
+            data = frames[2] if len(frames) == 3 else None
+            h = session.check_reply(frames[0].buffer, reply_key, data)
+            expected = pending.get(h.counter)
+            if expected is None or h.kind != Kind.REPLY:
+                continue  # a late reply to an earlier, abandoned request
+            req_op, req_key = expected
+            if h.op != req_op or reply_key != req_key:
+                raise ConnectorError(f"reply from {address} does not match its request")
+            status = Status(h.status)
+            raise_for_status(
+                status,
+                None if data is None else data.bytes,
+                f"{Op(req_op).name} of key {req_key.decode(errors='replace')!r} at {address}",
+            )
+            results[h.counter] = (status, data)
+            del pending[h.counter]
+        return [results[c] for c in order]
 
-    @staticmethod
-    def _receive(sock: Any, deadline: float) -> list[Any]:
+    def _receive(
+        self, conn: _Conn, address: str, deadline: float, timeout: float, what: str
+    ) -> list[Any]:
         # The deadline covers the whole pipeline, including stale replies to
         # earlier, abandoned requests that are read and dropped on the way.
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-            raise zmq.Again()
-        return list(sock.recv_multipart(copy=False))
-
-    def _check_reply(
-        self, address: str, frames: list[Any], pending: dict[int, tuple[int, bytes]]
-    ) -> tuple[int | None, Any]:
-        if len(frames) not in (2, 3) or len(frames[0]) != HEADER_SIZE:
-            raise ConnectorError(f"malformed reply from {address} ({len(frames)} frames)")
-        key = frames[1].bytes
-        try:
-            header, authentic = unpack_header(self.token, frames[0].buffer, key)
-        except ProtocolError as e:
-            raise ConnectorError(f"malformed reply from {address}: {e}") from e
-        if not authentic:
-            if header.status == Status.AUTH_FAILED:
-                raise AuthenticationError(
-                    f"server {address} refused our token: the client and the server use "
-                    f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
+        poller = zmq.Poller()
+        poller.register(conn.sock, zmq.POLLIN)
+        poller.register(conn.monitor, zmq.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectorConnectionError(
+                    f"no reply from server {address} within {timeout:g} s (the client's "
+                    f"timeout) to {what} (from node {node_name()}): is the server running "
+                    "and reachable?"
                 )
-            raise AuthenticationError(
-                f"reply from {address} failed authentication; it was discarded unread"
-            )
-        expected = pending.get(header.request_id)
-        if expected is None:
-            return None, None  # a late reply to an earlier, abandoned request
-        op, req_key = expected
-        if header.op != op or key != req_key:
-            raise ConnectorError(f"reply from {address} does not match its request")
-        data = frames[2] if len(frames) == 3 else None
-        if (0 if data is None else len(data)) != header.data_len:
-            raise ConnectorError(f"reply from {address} has a wrong data length")
-        status = Status(header.status)
-        if status in (Status.OK, Status.NOT_FOUND):
-            return header.request_id, (status, data)
-        message = data.bytes.decode(errors="replace") if data is not None else status.name
-        what = f"{Op(op).name} of key {req_key.decode(errors='replace')!r} at {address}"
-        if status == Status.STORE_FULL:
-            raise StoreFullError(message)
-        if status == Status.AUTH_FAILED:  # pragma: no cover - authentic AUTH_FAILED is odd
-            raise AuthenticationError(f"{what}: {message}")
-        raise ConnectorError(f"{what} failed: {message}")
+            ready = dict(poller.poll(int(remaining * 1000) + 1))
+            if conn.sock in ready:
+                return list(conn.sock.recv_multipart(copy=False))
+            if conn.monitor in ready:
+                event = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    conn.connected = True
+                elif event == zmq.EVENT_CONNECT_RETRIED and not conn.connected:
+                    raise ConnectorConnectionError(
+                        f"cannot connect to server {address} from node {node_name()} "
+                        f"(connection refused) for {what}: is the server running?"
+                    )
+                elif event == zmq.EVENT_DISCONNECTED:
+                    # what the server sent before closing (a SHUTDOWN's reply) is still read
+                    if conn.sock.poll(100, zmq.POLLIN):
+                        return list(conn.sock.recv_multipart(copy=False))
+                    raise ConnectorConnectionError(
+                        f"server {address} closed the connection during {what} (it stopped, "
+                        f"died, or did not answer heartbeats for {self.heartbeat_timeout:g} s)"
+                    )

@@ -15,25 +15,34 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from typing import Any
 
 import zmq
 
+from warpstore.server.auth import Refused, ServerAuth
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
-from warpstore.server.protocol import (
-    HEADER_SIZE,
-    Op,
-    ProtocolError,
-    Status,
-    pack_header,
-    unpack_header,
-)
+from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Kind, Op, Status
 
 __all__ = ["ZMQServer", "format_tcp_address"]
 
 logger = logging.getLogger("warpstore.server")
 
 _ZERO_COPY_MIN = 64 * 1024
+
+
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+
+
+def max_frame_size(memory_limit: int | None) -> int:
+    """``zmq.MAXMSGSIZE`` for a server: its memory limit, else this node's memory."""
+    if memory_limit is None:
+        try:
+            memory_limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):  # pragma: no cover - every Linux has both
+            memory_limit = 2**40
+    return max(memory_limit, MAX_KEY_LEN, HEADER_SIZE)
 
 
 def format_tcp_address(ip: str, port: int) -> str:
@@ -46,11 +55,19 @@ class ZMQServer:
     def __init__(
         self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
     ) -> None:
-        self.token = token
+        self.auth = ServerAuth(token, memory_limit)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # libzmq drops a connection whose frame header declares more than this, before
+        # buffering any of it: nobody, token or not, makes the server hold a frame larger
+        # than the largest object it could ever store.
+        self.max_frame = max_frame_size(memory_limit)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # Heartbeats: connections of dead or hung clients are closed within seconds.
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         bind_ip = f"[{ip}]" if ":" in ip else ip
         if ":" in ip:
             self.socket.setsockopt(zmq.IPV6, 1)
@@ -98,12 +115,8 @@ class ZMQServer:
         except Exception:
             return "unknown peer"
 
-    def _reply(self, identity: Any, op: int, request_id: int, key: bytes, reply: Reply) -> None:
-        data = reply.data if reply.status == Status.OK else reply.message.encode()
-        nbytes = len(data)
-        header = pack_header(
-            self.token, op, key=key, request_id=request_id, data_len=nbytes, status=reply.status
-        )
+    def _send(self, identity: Any, header: bytes, key: bytes, data: Any) -> None:
+        nbytes = 0 if data is None else memoryview(data).nbytes
         frames: list[Any] = [identity, header, key]
         if nbytes:
             frames.append(data)
@@ -112,14 +125,13 @@ class ZMQServer:
         except zmq.ZMQError as e:  # the peer went away: nothing to do
             logger.info("could not reply to %s: %s", self._peer(identity), e)
 
-    def _refuse(
-        self, identity: Any, status: Status, message: str, request_id: int = 0, op: int = 0
-    ) -> None:
+    def _refuse(self, identity: Any, status: Status, message: str) -> None:
         self.core.errors[status.name.lower()] += 1
         self._bad.warning(
             "%s: refused a message from %s: %s", self.core.describe(), self._peer(identity), message
         )
-        self._reply(identity, op, request_id, b"", Reply(status, message=message))
+        header, data = self.auth.refusal(status, message)
+        self._send(identity, header, b"", data)
 
     def _serve_one(self, frames: list[Any]) -> None:
         identity, parts = frames[0], frames[1:]
@@ -139,47 +151,36 @@ class ZMQServer:
             )
             return
         key = key_frame.bytes
-        try:
-            header, authentic = unpack_header(self.token, header_frame.buffer, key)
-        except ProtocolError as e:
-            self._refuse(identity, Status.BAD_REQUEST, str(e))
-            return
-        if not authentic:
-            self._refuse(
-                identity,
-                Status.AUTH_FAILED,
-                "authentication failed: wrong or missing token",
-                header.request_id,
-                header.op,
-            )
-            return
         data = parts[2] if len(parts) == 3 else None
-        nbytes = len(data) if data is not None else 0
-        if nbytes != header.data_len or (data is not None and nbytes == 0):
-            self._refuse(
-                identity,
-                Status.BAD_REQUEST,
-                f"header declares {header.data_len} data bytes, message has {nbytes}",
-                header.request_id,
-                header.op,
-            )
+        if data is not None and len(data) == 0:
+            self._refuse(identity, Status.BAD_REQUEST, "empty data frame")
             return
-        if header.op != Op.PUT and nbytes:
-            self._refuse(
-                identity,
-                Status.BAD_REQUEST,
-                f"operation {header.op} takes no data",
-                header.request_id,
-                header.op,
-            )
-            return
-        if header.op == Op.PUT and data is None:
-            data = b""
         try:
-            reply = self.core.handle(header.op, key, data, nbytes)
-        except Exception as e:  # a bug must not take the node's data down with it
-            logger.exception(
-                "%s: error handling op %s key %r", self.core.describe(), header.op, key
-            )
-            reply = Reply(Status.ERROR, message=f"server error: {type(e).__name__}: {e}")
-        self._reply(identity, header.op, header.request_id, key, reply)
+            header, session = self.auth.check(header_frame.buffer, key, data)
+        except Refused as r:
+            self._refuse(identity, r.status, r.message)
+            return
+        if session is None:  # an authentic HELLO: open a session
+            reply_header, reply_data = self.auth.hello_reply(header)
+            self._send(identity, reply_header, b"", reply_data)
+            return
+        if header.kind != Kind.REQUEST or header.flags & Flags.STAGED:
+            self._refuse(identity, Status.BAD_REQUEST, "ZeroMQ PUTs carry their data")
+            return
+        nbytes = 0 if data is None else len(data)
+        if header.op != Op.PUT and nbytes:
+            reply = Reply(Status.BAD_REQUEST, message=f"operation {header.op} takes no data")
+        else:
+            if header.op == Op.PUT and data is None:
+                data = b""
+            try:
+                reply = self.core.handle(header.op, key, data, nbytes)
+            except Exception as e:  # a bug must not take the node's data down with it
+                logger.exception(
+                    "%s: error handling op %s key %r", self.core.describe(), header.op, key
+                )
+                reply = Reply(Status.ERROR, message=f"server error: {type(e).__name__}: {e}")
+        body = reply.data if reply.status == Status.OK else reply.message.encode()
+        if body is not None and memoryview(body).nbytes == 0:
+            body = None
+        self._send(identity, self.auth.reply(session, header, key, reply.status, body), key, body)

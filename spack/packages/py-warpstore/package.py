@@ -51,6 +51,7 @@ class PyWarpstore(PythonPackage):
     depends_on("py-pyyaml@6.0:", type=("build", "run"))
     depends_on("py-lazy-object-proxy@1.10:", type=("build", "run"))
     depends_on("py-typing-extensions@4.5:", type=("build", "run"))
+    depends_on("py-cryptography@41:", type=("build", "run"))
 
     with when("+numpy"):
         depends_on("py-numpy@1.24:", type=("build", "run"))

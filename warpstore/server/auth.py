@@ -1,0 +1,303 @@
+"""Sessions of the wire protocol: who may send what, once (see :mod:`.protocol`).
+
+One implementation for every transport: a server's :class:`ServerAuth`
+answers HELLOs, checks each request's tag and counter and signs replies and
+refusals; a client's :class:`ClientSession` opens a session, numbers its
+requests and checks replies. The transports only move the bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
+from warpstore.server.protocol import (
+    HELLO_REPLY,
+    SESSION_SIZE,
+    Flags,
+    Header,
+    HelloSealer,
+    Kind,
+    Op,
+    ProtocolError,
+    SessionSealer,
+    Status,
+    pack_header,
+    parse_header,
+    verify,
+)
+from warpstore.server.runtime import node_name
+
+__all__ = ["ClientSession", "Refused", "ServerAuth", "ServerSession", "UnknownSession"]
+
+MAX_SESSIONS = 16384  # least recently used sessions are forgotten beyond this
+
+
+class Refused(Exception):
+    """The server refuses a message; the transport sends :meth:`ServerAuth.refusal`."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class UnknownSession(ConnectorError):
+    """The server does not know our session (it restarted, or forgot it): open a new one."""
+
+
+@dataclass
+class ServerSession:
+    sealer: SessionSealer
+    last: int = -1  # highest counter accepted
+    staged: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # counter -> key, len
+
+
+class ServerAuth:
+    """A server's side of the sessions: HELLO, tag and counter checks, signing."""
+
+    def __init__(self, token: bytes, max_data: int | None = None) -> None:
+        self._token = token
+        self.server_id = secrets.token_bytes(SESSION_SIZE)
+        self.hello = HelloSealer(token)
+        self.max_data = max_data
+        self._sessions: OrderedDict[bytes, ServerSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, raw: Any, key: Any, data: Any) -> tuple[Header, ServerSession | None]:
+        """Authenticate one incoming message; ``(header, None)`` for a HELLO.
+
+        ``data`` is what the message carries (``None``: nothing). Raises
+        :class:`Refused` for anything that is not a fresh, authentic request
+        of a known session; nothing in it may be used then.
+        """
+        try:
+            h = parse_header(raw)
+        except ProtocolError as e:
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        if h.kind not in (Kind.REQUEST, Kind.DATA) or h.status != 0:
+            raise Refused(Status.BAD_REQUEST, "not a request (kind or status byte)")
+        if h.key_len != len(key):
+            raise Refused(
+                Status.BAD_REQUEST, f"header declares a {h.key_len}-byte key, got {len(key)}"
+            )
+        carried = 0 if data is None else memoryview(data).nbytes
+        if h.flags & Flags.STAGED:
+            if carried or h.op != Op.PUT or h.kind != Kind.REQUEST:
+                raise Refused(Status.BAD_REQUEST, "a staged announcement carries no data")
+        elif carried != h.data_len:
+            raise Refused(
+                Status.BAD_REQUEST, f"header declares {h.data_len} data bytes, got {carried}"
+            )
+        if h.op == Op.HELLO:
+            if h.kind != Kind.REQUEST or carried or h.key_len:
+                raise Refused(Status.BAD_REQUEST, "malformed HELLO")
+            if not verify(self.hello, raw, key, None):
+                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            return h, None
+        with self._lock:
+            session = self._sessions.get(h.session)
+            if session is None:
+                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
+            if not verify(session.sealer, raw, key, data):
+                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            if h.kind == Kind.DATA:
+                if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
+                    raise Refused(Status.BAD_REQUEST, "data of a PUT that was not announced")
+            elif h.counter <= session.last:
+                raise Refused(
+                    Status.REPLAYED,
+                    f"request {h.counter} is not newer than {session.last}: replay refused",
+                )
+            else:
+                session.last = h.counter
+            self._sessions.move_to_end(h.session)
+        return h, session
+
+    def hello_reply(self, request: Header) -> tuple[bytes, bytes]:
+        """Open a session for an authentic HELLO: the reply's header and data."""
+        session_id = secrets.token_bytes(SESSION_SIZE)
+        sealer = SessionSealer(self._token, session_id, self.server_id)
+        with self._lock:
+            self._sessions[session_id] = ServerSession(sealer)
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        data = HELLO_REPLY.pack(session_id, self.server_id, self.max_data or 0)
+        header = pack_header(
+            self.hello, Op.HELLO, kind=Kind.REPLY, session=request.session, data=data
+        )
+        return header, data
+
+    def stage(self, session: ServerSession, h: Header, key: bytes) -> None:
+        """Remember an accepted PUT announcement: its DATA message may follow once."""
+        with self._lock:
+            session.staged[h.counter] = (key, h.data_len)
+            while len(session.staged) > 64:
+                session.staged.pop(next(iter(session.staged)))
+
+    def reply(
+        self,
+        session: ServerSession,
+        h: Header,
+        key: bytes,
+        status: int,
+        data: Any = None,
+        kind: int = Kind.REPLY,
+    ) -> bytes:
+        """The signed header of the reply to request ``h`` (bound to its counter and key)."""
+        return pack_header(
+            session.sealer,
+            h.op,
+            kind=kind,
+            session=session.sealer.session,
+            counter=h.counter,
+            key=key,
+            data=data,
+            status=status,
+        )
+
+    def refusal(self, status: Status, message: str) -> tuple[bytes, bytes]:
+        """A refusal signed over the server's own fields only (never the sender's)."""
+        data = message.encode()
+        header = pack_header(
+            self.hello, 0, kind=Kind.REFUSAL, session=self.server_id, data=data, status=status
+        )
+        return header, data
+
+
+class ClientSession:
+    """A client's side of one session with one server (one connection)."""
+
+    def __init__(self, token: bytes, address: str) -> None:
+        self._token = token
+        self.address = address
+        self.hello = HelloSealer(token)
+        self.nonce = b""
+        self.sealer: SessionSealer | None = None
+        self.max_data = 0
+        self.pid = os.getpid()
+        self._counter = 0
+
+    @property
+    def open(self) -> bool:
+        # a forked child must never reuse its parent's session (and GCM nonces)
+        return self.sealer is not None and self.pid == os.getpid()
+
+    def hello_request(self) -> bytes:
+        self.nonce = secrets.token_bytes(SESSION_SIZE)
+        return pack_header(self.hello, Op.HELLO, session=self.nonce)
+
+    def accept_hello(self, raw: Any, key: Any, data: Any) -> None:
+        """Check the server's HELLO reply and derive the session key."""
+        h = self._parse(raw)
+        if h.kind == Kind.REFUSAL:
+            self._raise_refusal(h, raw, key, data)
+        payload = b"" if data is None else bytes(data)
+        if (
+            h.op != Op.HELLO
+            or h.kind != Kind.REPLY
+            or h.session != self.nonce
+            or len(payload) != HELLO_REPLY.size
+            or not verify(self.hello, raw, key, payload)
+        ):
+            raise AuthenticationError(
+                f"the HELLO reply from {self.address} failed authentication: the client and "
+                f"the server use different job tokens, or something answers in the server's "
+                f"place (check WARPSTORE_TOKEN_FILE on node {node_name()})"
+            )
+        session_id, server_id, max_data = HELLO_REPLY.unpack(payload)
+        self.sealer = SessionSealer(self._token, session_id, server_id)
+        self.max_data = max_data
+        self.pid = os.getpid()
+
+    def next_counter(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def request(
+        self, op: int, key: bytes, data: Any, *, counter: int | None = None, staged: bool = False
+    ) -> tuple[int, bytes]:
+        """``(counter, header)`` of a new request (STAGED: announce only, no data)."""
+        assert self.sealer is not None
+        counter = self.next_counter() if counter is None else counter
+        nbytes = 0 if data is None else memoryview(data).nbytes
+        header = pack_header(
+            self.sealer,
+            op,
+            session=self.sealer.session,
+            counter=counter,
+            key=key,
+            data=None if staged else data,
+            data_len=nbytes,
+            flags=Flags.STAGED if staged else 0,
+        )
+        return counter, header
+
+    def data_header(self, counter: int, key: bytes, data: Any) -> bytes:
+        """The DATA message header that follows a CONTINUE for request ``counter``."""
+        assert self.sealer is not None
+        return pack_header(
+            self.sealer,
+            Op.PUT,
+            kind=Kind.DATA,
+            session=self.sealer.session,
+            counter=counter,
+            key=key,
+            data=data,
+        )
+
+    def check_put_size(self, key: bytes, nbytes: int) -> None:
+        """Refuse locally a PUT the server announced it can never take."""
+        if self.max_data and nbytes > self.max_data:
+            raise StoreFullError(
+                f"server {self.address} takes objects of at most {self.max_data} bytes (its "
+                f"memory limit); cannot take {nbytes} bytes for key {key.decode(errors='replace')}"
+            )
+
+    def check_reply(self, raw: Any, key: Any, data: Any) -> Header:
+        """An authentic reply (REPLY or CONTINUE) of this session, or an exception.
+
+        Refusals raise: :class:`UnknownSession`, :class:`AuthenticationError`
+        or :class:`ConnectorError` with the server's words.
+        """
+        h = self._parse(raw)
+        if h.kind == Kind.REFUSAL:
+            self._raise_refusal(h, raw, key, data)
+        assert self.sealer is not None
+        if (
+            h.kind not in (Kind.REPLY, Kind.CONTINUE)
+            or h.session != self.sealer.session
+            or not verify(self.sealer, raw, key, data)
+        ):
+            raise AuthenticationError(
+                f"reply from {self.address} failed authentication; it was discarded unread"
+            )
+        return h
+
+    def _parse(self, raw: Any) -> Header:
+        try:
+            return parse_header(raw)
+        except ProtocolError as e:
+            raise ConnectorError(f"malformed reply from {self.address}: {e}") from e
+
+    def _raise_refusal(self, h: Header, raw: Any, key: Any, data: Any) -> None:
+        authentic = not len(key) and verify(self.hello, raw, key, data)
+        message = (b"" if data is None else bytes(data)).decode(errors="replace")
+        if not authentic:
+            if h.status == Status.AUTH_FAILED:
+                raise AuthenticationError(
+                    f"server {self.address} refused our token: the client and the server use "
+                    f"different job tokens (check WARPSTORE_TOKEN_FILE on node {node_name()})"
+                )
+            raise AuthenticationError(
+                f"reply from {self.address} failed authentication; it was discarded unread"
+            )
+        if h.status == Status.UNKNOWN_SESSION:
+            raise UnknownSession(f"server {self.address}: {message}")
+        if h.status == Status.AUTH_FAILED:
+            raise AuthenticationError(f"server {self.address} refused our request: {message}")
+        raise ConnectorError(f"server {self.address} refused our request: {message}")
