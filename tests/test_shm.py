@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.procs import kill_all, processes_matching, server_infos
+from tests.procs import kill_all, processes_matching, run_python, server_infos
 from warpstore.connectors.zmq import ZMQConnector
 from warpstore.exceptions import ConnectorError, StoreFullError
 from warpstore.server import shm
@@ -330,3 +330,70 @@ def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transpor
     removed = shm.cleanup_job(root=runtime)  # ...the launcher's teardown removes
     assert sorted(removed) == left and shm.leftover_segments(root=runtime) == []
     c.close()
+
+
+# -- node-local cache of other nodes' objects ---------------------------------------------
+
+
+def test_cache_makes_room_by_dropping_remote_copies_first(tmp_path: Path) -> None:
+    from warpstore.server.core import ServerCore
+
+    core = ServerCore("addr", "node-a", memory_limit=300_000)
+    core.enable_shm(tmp_path, secrets.token_bytes(32))
+    copy, _ = shm.create_segment(tmp_path, 200_000)
+    blob = b"\x00".join([b"cache-1", copy.encode(), b"200000", b"cache"])
+    assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+    assert core.status()["cache"]["fetched_bytes"] == 200_000
+    reply = core.handle(Op.PUT, b"own", b"x" * 150_000, 150_000)  # fits only without the copy
+    assert reply.status == 0 and b"cache-1" not in core.table.entries
+    assert core.status()["cache"]["dropped"] == 1 and os.listdir(tmp_path) == []
+    reply = core.handle(Op.PUT, b"own2", b"x" * 200_000, 200_000)  # own objects never dropped
+    assert reply.status != 0 and b"own" in core.table.entries
+    core.close_shm()
+
+
+READER = """
+import json, os
+from warpstore.connectors.{module} import {cls}, {keycls}
+from warpstore.store import Store
+c = {cls}(timeout=10)
+c.local_server()  # this "node"'s server, as the launcher starts one per node
+key = {key!r}
+out = {{}}
+with Store("reader", c, cache_size=0) as store:
+    value = store.get(key)
+    out["value"] = None if value is None else float(value.sum())
+out["status"] = c.server_status()
+print(json.dumps(out))
+"""
+
+
+def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
+    runtime: Path, transport: str
+) -> None:
+    import json
+
+    owner = _connect(transport)
+    arr = np.arange(300_000, dtype=np.float64)
+    with Store(f"own-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        names = (
+            ("ucx", "UCXConnector", "UCXKey")
+            if transport == "ucx"
+            else ("zmq", "ZMQConnector", "ZMQKey")
+        )
+        module, cls, keycls = names
+        code = READER.format(module=module, cls=cls, keycls=keycls, key=key)
+        node_b = {"WARPSTORE_HOSTNAME": "node-b"}
+        results = [json.loads(run_python(code, node_b)) for _ in range(3)]  # 3 ranks of node b
+        assert [r["value"] for r in results] == [float(arr.sum())] * 3
+        cache = results[-1]["status"]["cache"]
+        assert cache["fetched"] == 1 and cache["fetched_bytes"] > arr.nbytes
+        assert cache["served"] == 2  # the other two ranks mapped node b's copy
+        assert c_requests(owner, "GET") == 1  # the owner sent it to node b once
+
+        store.evict(key)
+        after = json.loads(run_python(code, node_b))
+        assert after["value"] is None  # never served from a stale copy
+        assert after["status"]["objects"] == 0
+    owner.close()

@@ -25,19 +25,21 @@ off.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from warpstore.serialize import BytesLike
+from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.protocol import Op, Status
-from warpstore.server.runtime import load_token
+from warpstore.server.runtime import file_lock, load_token
 from warpstore.server.spawn import (
     ServerInfo,
     ServerSettings,
@@ -75,6 +77,8 @@ class NodeServerConnector:
         spawn: start this node's server if none is running.
         shared_memory: move same-node objects through shared memory, not the socket.
         copy: same-node gets return private copies instead of read-only views.
+        cache_remote: keep other nodes' objects (64 KiB and up) in this node's server
+            once fetched, for every rank of the node (needs a server on this node).
     """
 
     transport = ""
@@ -94,6 +98,7 @@ class NodeServerConnector:
         spawn: bool = True,
         shared_memory: bool = True,
         copy: bool = False,
+        cache_remote: bool = True,
     ) -> None:
         self.port = port
         self.address = address
@@ -108,7 +113,9 @@ class NodeServerConnector:
         self._lock = threading.Lock()
         self.shared_memory = shared_memory and os.environ.get("WARPSTORE_SHM", "1") != "0"
         self.copy = copy
+        self.cache_remote = cache_remote
         self._local: ServerInfo | None = None  # this node's server, found without spawning
+        self._local_checked = -1e9
 
     def _make_client(self, token: bytes, timeout: float) -> Any:
         raise NotImplementedError
@@ -209,6 +216,7 @@ class NodeServerConnector:
             "spawn": self.spawn,
             "shared_memory": self.shared_memory,
             "copy": self.copy,
+            "cache_remote": self.cache_remote,
         }
 
     @classmethod
@@ -217,18 +225,72 @@ class NodeServerConnector:
 
     # -- same node: shared memory -------------------------------------------------
 
-    def _shm_dir(self, address: str) -> Path | None:
-        """This node's segment directory if ``address`` is this node's server, else ``None``."""
+    def _local_info(self) -> ServerInfo | None:
+        """This node's server with shared memory, found without spawning one (looked up
+        again at most once a second while there is none: a reader may never put)."""
         if not self.shared_memory:
             return None
         info = self._server or self._local
+        if info is None and time.monotonic() >= self._local_checked + 1.0:
+            self._local_checked = time.monotonic()
+            info = self._local = find_server(self.settings().directory())
+        return info if info is not None and info.get("shm_dir") else None
+
+    def _shm_dir(self, address: str) -> Path | None:
+        """This node's segment directory if ``address`` is this node's server, else ``None``."""
+        info = self._local_info()
         if info is None or info.get("address") != address:
-            # a reader that never put has not looked for its node's server yet
-            info = find_server(self.settings().directory())
-            self._local = info
-        if info is None or info.get("address") != address or not info.get("shm_dir"):
             return None
         return Path(info["shm_dir"])
+
+    @staticmethod
+    def _cache_key(key: Any) -> bytes:
+        digest = hashlib.sha256(f"{key.address}\0{key.object_id}".encode()).hexdigest()
+        return b"cache-" + digest[:40].encode()
+
+    def _get_cached(self, key: Any, local: ServerInfo) -> BytesLike | None:
+        """Another node's object through this node's cache: fetched by one rank, mapped by all.
+
+        A hit is checked with the owner (``EXISTS``, a few bytes) so that an
+        evicted object is never served from a stale copy. Ranks that miss at
+        once queue on a per-object file lock, so the owner sends each object
+        to each node once.
+        """
+        here, directory = local["address"], Path(local["shm_dir"])
+        ckey = self._cache_key(key)
+
+        def lookup() -> BytesLike | None:
+            status, reply = self._client.request(here, Op.GET_SHM, ckey)
+            if status != Status.OK:
+                return None
+            try:
+                return self._map(directory, ckey, reply)
+            except shm.SegmentError:
+                return None
+
+        data = lookup()
+        if data is not None:
+            if self.exists(key):
+                return data
+            self._client.request(here, Op.EVICT, ckey)  # the owner evicted it
+            return None
+        locks = self.settings().directory() / "fetch-locks"
+        locks.mkdir(mode=0o700, exist_ok=True)
+        with file_lock(locks / f"{ckey.decode()}.lock"):
+            data = lookup()  # a sibling fetched it while we waited
+            if data is not None:
+                return data
+            status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
+            if status != Status.OK:
+                return None
+            data = self._payload(frame)
+            view = memoryview(data).cast("B")
+            if view.nbytes >= shm.INLINE_MAX:
+                try:
+                    self._put_segment(here, directory, ckey, view, cache=True)
+                except Exception as e:  # full, say: the caller still gets its object
+                    logger.debug("could not cache %s on this node: %s", key.object_id, e)
+            return data
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
         payload = memoryview(self._payload(reply)).cast("B")
@@ -238,25 +300,19 @@ class NodeServerConnector:
         if kind != ord("S"):
             raise shm.SegmentError("malformed segment reply")
         name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(payload[1:]))
-        mapping = shm.open_segment(directory, name, nbytes, populate=self.copy, views=not self.copy)
+        if self.copy:  # a private, writable buffer: deserialize builds on it, no second copy
+            buffer: BytesLike = shm.read_segment(directory, name, nbytes, _allocate)
+            return buffer
+        mapping = shm.open_segment(directory, name, nbytes)
         return b"" if mapping is None else memoryview(mapping)
 
     def _put_segment(
-        self,
-        address: str,
-        directory: Path,
-        key: bytes,
-        write: Callable[[memoryview], None],
-        nbytes: int,
+        self, address: str, directory: Path, key: bytes, view: memoryview, cache: bool = False
     ) -> None:
-        name, mapping = shm.create_segment(directory, nbytes)
+        name = shm.write_segment(directory, view)
         try:
-            if mapping is not None:
-                write(memoryview(mapping))
-                _close(mapping)
-            self._client.request(
-                address, Op.PUT_SHM, b"\0".join([key, name.encode(), b"%d" % nbytes])
-            )
+            fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
+            self._client.request(address, Op.PUT_SHM, b"\0".join(fields))
         except BaseException:
             shm.remove_segment(directory, name)  # a no-op once the server adopted it
             raise
@@ -265,6 +321,9 @@ class NodeServerConnector:
 
     def evict(self, key: Any) -> None:
         self._client.request(key.address, Op.EVICT, key.object_id.encode())
+        local = self._local_info() if self.cache_remote else None
+        if local is not None and local["address"] != key.address:
+            self._client.request(local["address"], Op.EVICT, self._cache_key(key))
 
     def exists(self, key: Any) -> bool:
         status, _ = self._client.request(key.address, Op.EXISTS, key.object_id.encode())
@@ -272,6 +331,9 @@ class NodeServerConnector:
 
     def get(self, key: Any) -> BytesLike | None:
         object_id = key.object_id.encode()
+        local = self._local_info()
+        if local is not None and local["address"] != key.address and self.cache_remote:
+            return self._get_cached(key, local)
         directory = self._shm_dir(key.address)
         if directory is not None:
             status, reply = self._client.request(key.address, Op.GET_SHM, object_id)
@@ -387,7 +449,4 @@ class NodeServerConnector:
             self._client.request(key.address, Op.PUT, key.object_id.encode(), obj)
             return
 
-        def write(dst: memoryview) -> None:
-            dst[:] = view
-
-        self._put_segment(key.address, directory, key.object_id.encode(), write, view.nbytes)
+        self._put_segment(key.address, directory, key.object_id.encode(), view)

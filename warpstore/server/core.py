@@ -50,6 +50,7 @@ class Entry:
     created: float
     reads: int = 0
     segment: str | None = None  # name of its shared-memory segment, if it has one
+    cached: bool = False  # a node-local copy of another node's object: dropped first
 
 
 @dataclass
@@ -80,11 +81,13 @@ class ObjectTable:
         used = self.nbytes + self.reserved - (old.nbytes if old else 0)
         return used + nbytes <= self.memory_limit
 
-    def put(self, key: bytes, data: Any, nbytes: int, segment: str | None = None) -> None:
+    def put(
+        self, key: bytes, data: Any, nbytes: int, segment: str | None = None, cached: bool = False
+    ) -> None:
         old = self.entries.get(key)
         if old is not None:
             self.nbytes -= old.nbytes
-        self.entries[key] = Entry(data, nbytes, time.time(), segment=segment)
+        self.entries[key] = Entry(data, nbytes, time.time(), segment=segment, cached=cached)
         self.nbytes += nbytes
         if old is not None and self.on_drop is not None:
             self.on_drop(old)
@@ -122,6 +125,7 @@ class ServerCore:
     stopping: bool = False
     shm_dir: Path | None = None
     bytes_shared: int = 0  # handed to same-node readers as segments, not sent
+    cache: Counter[str] = field(default_factory=Counter)  # node-local copies of remote objects
     _token: bytes = b""
 
     def __post_init__(self) -> None:
@@ -192,6 +196,15 @@ class ServerCore:
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
         if self.table.can_hold(key, nbytes):
             return None
+        # Copies of other nodes' objects go first, oldest first: they can be fetched again.
+        cached = sorted(
+            (e.created, k) for k, e in self.table.entries.items() if e.cached and k != key
+        )
+        for _, victim in cached:
+            self.cache["dropped"] += 1
+            self.table.evict(victim)
+            if self.table.can_hold(key, nbytes):
+                return None
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
         return Reply(
@@ -220,14 +233,22 @@ class ServerCore:
         return Reply(Status.BAD_REQUEST, message=message)
 
     def _put_shm(self, blob: bytes) -> Reply:
-        """Adopt a same-node writer's segment: ``blob`` is ``id\0segment\0size``."""
+        """Adopt a same-node writer's segment: ``blob`` is ``id\0segment\0size``.
+
+        A fourth field ``cache`` marks a node-local copy of another node's
+        object (fetched once by one rank for all the node's ranks): it counts
+        as fetched remotely and is the first to go when room is needed.
+        """
         if self.shm_dir is None:
             return self._bad(f"{self.describe()} has no shared memory")
         try:
-            key, name_b, size_b = bytes(blob).split(b"\0")
+            key, name_b, size_b, *flags = bytes(blob).split(b"\0")
             name, nbytes = name_b.decode("ascii"), int(size_b)
+            if flags not in ([], [b"cache"]):
+                raise ValueError(flags)
         except ValueError:
             return self._bad("malformed PUT_SHM key")
+        cached = bool(flags)
         if not key or nbytes < 0:
             return self._bad("PUT_SHM needs a key and a size")
         full = self._full(key, nbytes)
@@ -238,8 +259,12 @@ class ServerCore:
         except shm.SegmentError as e:
             return self._bad(str(e))
         data = memoryview(mapping) if mapping is not None else b""
-        self.table.put(key, data, nbytes, segment=segment)
-        self.bytes_in += nbytes
+        self.table.put(key, data, nbytes, segment=segment, cached=cached)
+        if cached:
+            self.cache["fetched_bytes"] += nbytes
+            self.cache["fetched"] += 1
+        else:
+            self.bytes_in += nbytes
         return Reply(Status.OK)
 
     def _get_shm(self, key: bytes) -> Reply:
@@ -264,6 +289,9 @@ class ServerCore:
                 entry.data = memoryview(mapping)
             entry.segment = name
         self.bytes_shared += entry.nbytes
+        if entry.cached:
+            self.cache["served_bytes"] += entry.nbytes
+            self.cache["served"] += 1
         signed = shm.pack_segment_reply(self._token, key, entry.segment, entry.nbytes)
         return Reply(Status.OK, b"S" + signed)
 
@@ -283,6 +311,11 @@ class ServerCore:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "bytes_shared": self.bytes_shared,
+            # node-local cache: bytes fetched from other nodes vs served from here
+            "cache": {
+                k: self.cache[k]
+                for k in ("fetched", "fetched_bytes", "served", "served_bytes", "dropped")
+            },
             "shm_dir": str(self.shm_dir) if self.shm_dir else None,
             "uptime_s": round(time.time() - self.started, 3),
         }

@@ -43,6 +43,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from warpstore.exceptions import ConnectorError, StoreFullError
 
@@ -59,16 +60,19 @@ __all__ = [
     "leftover_segments",
     "open_segment",
     "pack_segment_reply",
+    "read_segment",
     "remove_segment",
     "shm_directory",
     "sweep",
     "unpack_segment_reply",
+    "write_segment",
 ]
 
 INLINE_MAX = 64 * 1024  # smaller objects go through the socket: a mapping costs more
 NAME = re.compile(r"^[cs]-[0-9]{1,10}-[0-9a-f]{32}$")
 _RAM_FS = {"tmpfs", "ramfs", "hugetlbfs"}
 _O_NOFOLLOW_CLOEXEC = os.O_NOFOLLOW | os.O_CLOEXEC
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
 class SegmentError(ConnectorError):
@@ -173,7 +177,60 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
                     f"no room for a {nbytes}-byte segment in {directory}: {e.strerror}"
                 ) from None
             raise
-        return name, mmap.mmap(fd, nbytes)
+        # MAP_POPULATE: the pages exist (fallocate); map them all in one call
+        # rather than one fault per page while the writer fills them.
+        return name, mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | _POPULATE)
+    finally:
+        os.close(fd)
+
+
+def write_segment(directory: Path, data: memoryview) -> str:
+    """A new segment holding ``data``, written with ``write(2)`` (one copy, no mapping).
+
+    Raises:
+        StoreFullError: when the file system cannot hold it.
+    """
+    name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
+    try:
+        done = 0
+        while done < data.nbytes:
+            done += os.write(fd, data[done:])
+    except OSError as e:
+        os.unlink(path)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise StoreFullError(
+                f"no room for a {data.nbytes}-byte segment in {directory}: {e.strerror}"
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+    return name
+
+
+def read_segment(directory: Path, name: str, nbytes: int, allocate: Callable[[int], Any]) -> Any:
+    """A private copy of a segment, read with ``read(2)`` into ``allocate(nbytes)``.
+
+    One copy from the page cache into fresh memory: cheaper than mapping the
+    segment and copying out of the mapping.
+    """
+    path = directory / _name_ok(name)
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW_CLOEXEC)
+    except OSError as e:
+        raise SegmentError(f"cannot open segment {path}: {e.strerror}") from None
+    try:
+        _check(fd, path, nbytes)
+        out = allocate(nbytes)
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < nbytes:
+            n = os.readv(fd, [view[done:]])
+            if n == 0:
+                raise SegmentError(f"segment {path} ended after {done} of {nbytes} bytes")
+            done += n
+        return out
     finally:
         os.close(fd)
 
@@ -203,7 +260,7 @@ def open_segment(
             return None
         if writable:
             return mmap.mmap(fd, nbytes)
-        flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+        flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
         cls = SegmentMap if views else CopyMap
         return cls(fd, nbytes, flags=flags, prot=mmap.PROT_READ)
     finally:
