@@ -16,8 +16,10 @@ no package index, bring wheels and install them first, e.g.::
     serialization alone (the message is what every connector moves), and through a
     Store: over a LocalConnector with warpstore's serializer and with plain
     pickle (what the original ProxyStore does with them), and through a
-    ZeroMQ node server on loopback (LocalConnector copies every put into a
-    ``bytes``, which shows in its put column); next to the ceiling, a device-to-host plus
+    same-node ZeroMQ node server, through shared memory (the array is copied
+    from the device straight into the segment, and from the mapping straight
+    to the device) and over its socket (LocalConnector copies every put into
+    a ``bytes``, which shows in its put column); next to the ceiling, a device-to-host plus
     host-to-device copy of the same bytes (into fresh buffers, as a get must
     make new arrays, and into preallocated ones). Medians of ``--repeat``.
 
@@ -171,21 +173,31 @@ def bench_server(
         from warpstore.store import Store
     except ImportError as e:
         return [Row(f"{label}: ZeroMQ node server", None, None, f"skipped: {e}")]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("XDG_RUNTIME_DIR", tmp)
         connector = ZMQConnector(address="127.0.0.1", runtime_dir=tmp)
         try:
-            with Store(f"gpu-check-{label}-zmq", connector, cache_size=0) as store:
-                ok = check(store.get(store.put(obj)))
-                put_s, get_s = time_store(store, obj, repeat, sync)
-        except Exception as e:
-            return [Row(f"{label}: ZeroMQ node server", None, None, f"failed: {e}")]
+            for name, shared in (("shared memory", True), ("socket", False)):
+                c = (
+                    connector
+                    if shared
+                    else ZMQConnector(address="127.0.0.1", runtime_dir=tmp, shared_memory=False)
+                )
+                what = f"{label}: Store + same-node ZeroMQ node server, {name}"
+                try:
+                    with Store(f"gpu-check-{label}-zmq-{name}", c, cache_size=0) as store:
+                        ok = check(store.get(store.put(obj)))
+                        put_s, get_s = time_store(store, obj, repeat, sync)
+                    rows.append(Row(what, put_s, get_s, _ok(ok)))
+                except Exception as e:
+                    rows.append(Row(what, None, None, f"failed: {type(e).__name__}: {e}"))
         finally:
             try:
                 connector.stop_server()
             except Exception as e:
                 print(f"could not stop the node server: {e}", file=sys.stderr)
-    return [Row(f"{label}: warpstore Store + ZeroMQ node server (loopback)", put_s, get_s, _ok(ok))]
+    return rows
 
 
 def cupy_rows(nbytes: int, repeat: int, server: bool) -> list[Row]:
