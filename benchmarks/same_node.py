@@ -10,6 +10,11 @@ same-node get was before), and a put through shared memory and over the
 socket, next to the ceiling: ``memcpy`` of the same bytes into a fresh buffer
 (a get or a put must make new memory) and into a warm one. Medians.
 
+Broadcast (``--broadcast``): one producer puts a 64 MiB array; 4 simulated
+nodes (distinct host names, each with its own node server) x 4 ranks read it
+at once. Printed: how many transfers the owner served, and the whole read's
+time against one remote get.
+
 Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
 processes, warpstore's node server next to raw redis-py against a local
 redis-server (``redis-server`` on PATH; skipped with a message otherwise).
@@ -182,6 +187,77 @@ def small(clients: list[int], seconds: float) -> list[tuple[str, float, str]]:
     return rows
 
 
+def _broadcast_reader(node: str, key: Any, ready: Any, go: Any, out: Any) -> None:
+    os.environ["WARPSTORE_HOSTNAME"] = node
+    c = ZMQConnector(address="127.0.0.1", timeout=120)
+    c.local_server()  # this node's server is already running: found, not started
+    with Store(f"reader-{os.getpid()}", c, cache_size=0) as store:
+        ready.release()
+        go.wait()
+        value = store.get(key)
+        out.put((time.perf_counter(), value.nbytes))
+    c.close()
+
+
+def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, float, str]]:
+    ctx = mp.get_context("spawn")
+    arr = np.frombuffer(os.urandom(size), dtype=np.uint8)
+    owner = ZMQConnector(address="127.0.0.1", timeout=120)
+    servers = []
+    rows: list[tuple[str, float, str]] = []
+    try:
+        with Store("bcast-owner", owner, cache_size=0) as store:
+            key = store.put(arr)
+            # one remote get: a reader on another node with no cache
+            os.environ["WARPSTORE_HOSTNAME"] = "bcast-single"
+            single = ZMQConnector(address="127.0.0.1", timeout=120, cache_remote=False)
+            single_s = median_time(lambda: single.get(key), 5)
+            single.close()
+            for n in range(nodes):
+                os.environ["WARPSTORE_HOSTNAME"] = f"bcast-node{n}"
+                c = ZMQConnector(address="127.0.0.1", timeout=120)
+                c.local_server()
+                servers.append(c)
+            os.environ.pop("WARPSTORE_HOSTNAME")
+            gets_before = owner.server_status()["requests"].get("GET", 0)
+            ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+            procs = [
+                ctx.Process(target=_broadcast_reader, args=(f"bcast-node{n}", key, ready, go, out))
+                for n in range(nodes)
+                for _ in range(ranks)
+            ]
+            for p in procs:
+                p.start()
+            for _ in procs:
+                ready.acquire()
+            start = time.perf_counter()
+            go.set()
+            ends = [out.get(timeout=300)[0] for _ in procs]
+            whole = max(ends) - start
+            for p in procs:
+                p.join(30)
+            transfers = owner.server_status()["requests"].get("GET", 0) - gets_before
+            fetched = sum(c.server_status()["cache"]["fetched_bytes"] for c in servers)
+            served = sum(c.server_status()["cache"]["served_bytes"] for c in servers)
+            rows.append(("one remote get (no cache)", single_s, "1.00x"))
+            rows.append(
+                (
+                    f"{nodes} nodes x {ranks} ranks read it at once",
+                    whole,
+                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers; "
+                    f"nodes fetched {fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
+                    "from their copies",
+                )
+            )
+    finally:
+        for c in servers:
+            c.stop_server()
+            c.close()
+        owner.stop_server()
+        owner.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="100MiB")
@@ -189,14 +265,22 @@ def main() -> None:
     parser.add_argument("--small-seconds", type=float, default=3.0)
     parser.add_argument("--clients", default="1,4,8")
     parser.add_argument("--no-small", action="store_true")
+    parser.add_argument("--no-large", action="store_true")
+    parser.add_argument("--broadcast", action="store_true")
+    parser.add_argument("--broadcast-size", default="64MiB")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["WARPSTORE_RUNTIME_DIR"] = tmp
         os.environ["WARPSTORE_JOB_ID"] = f"bench-{secrets.token_hex(4)}"
         size = parse_size(args.size)
-        print(f"same node, {args.size} numpy array, {os.cpu_count()} CPUs (median ms, x memcpy)")
-        for name, t, ratio in large(size, args.repeat):
-            print(f"  {name:<44} {fmt_ms(t)} ms  {ratio}")
+        if not args.no_large:
+            print(f"same node, {args.size} numpy array, {os.cpu_count()} CPUs (median ms)")
+            for name, t, ratio in large(size, args.repeat):
+                print(f"  {name:<44} {fmt_ms(t)} ms  {ratio}")
+        if args.broadcast:
+            print(f"\nbroadcast of a {args.broadcast_size} array (ms)")
+            for name, t, note in broadcast(parse_size(args.broadcast_size)):
+                print(f"  {name:<44} {fmt_ms(t)} ms  {note}")
         if not args.no_small:
             print("\n1 KiB put+get(+evict) pairs per second")
             clients = [int(n) for n in args.clients.split(",")]
