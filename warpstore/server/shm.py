@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import hmac
 import mmap
 import os
@@ -369,7 +368,7 @@ def cleanup_job(
 
 
 def _segment_tag(token: bytes, key: bytes, body: bytes) -> bytes:
-    return hmac.digest(token, b"warpstore-segment\0" + key + b"\0" + body, hashlib.sha256)
+    return hmac.digest(token, b"warpstore-segment\0" + key + b"\0" + body, "sha256")
 
 
 def pack_segment_reply(token: bytes, key: bytes, name: str, nbytes: int) -> bytes:
