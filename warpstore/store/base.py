@@ -184,16 +184,18 @@ class Store(Generic[KeyT]):
         if put_into is not None and self.serializer is None and not connector_kwargs:
             # The connector hands out the buffer (a shared-memory segment): the
             # object is serialized straight into it, never into a temporary.
-            start = time.perf_counter()
             sizes: list[int] = []
 
             def write(allocate: Any) -> Any:
+                begin = time.perf_counter()
                 data = serialize(obj, allocate)
                 sizes.append(memoryview(data).nbytes)
+                self._record("serialize", begin, sizes[0])
                 return data
 
+            start = time.perf_counter()
             key: KeyT = put_into(write)
-            self._record("put", start, sizes[0] if sizes else 0)
+            self._record("put", start, sizes[0] if sizes else 0)  # includes the serialize
             return key
         data = self.serialize(obj)
         start = time.perf_counter()
