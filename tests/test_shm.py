@@ -397,3 +397,19 @@ def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
         assert after["value"] is None  # never served from a stale copy
         assert after["status"]["objects"] == 0
     owner.close()
+
+
+def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:
+    """Margo (on the adapter double here) gets shared memory from the same core and base."""
+    arr = np.arange(200_000, dtype=np.float64)
+    with Store("shm-margo", margo_connector, cache_size=0) as store:
+        key = store.put(arr)
+        shm_dir = Path(margo_server.server.core.shm_dir)
+        assert len(os.listdir(shm_dir)) == 1
+        view = store.get(key)
+        assert not view.flags.writeable
+        np.testing.assert_array_equal(view, arr)
+        status = margo_connector.server_status()
+        assert status["requests"]["PUT_SHM"] == 1 and status["requests"]["GET_SHM"] == 1
+        store.evict(key)
+        assert os.listdir(shm_dir) == [] and float(view[-1]) == arr[-1]
