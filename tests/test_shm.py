@@ -413,3 +413,26 @@ def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_conne
         assert status["requests"]["PUT_SHM"] == 1 and status["requests"]["GET_SHM"] == 1
         store.evict(key)
         assert os.listdir(shm_dir) == [] and float(view[-1]) == arr[-1]
+
+
+def test_device_array_goes_from_the_device_straight_into_a_segment(
+    runtime: Path, transport: str
+) -> None:
+    from tests.test_gpu_serialize import HostCudaArray, HostCudaKind
+    from warpstore import _gpu
+
+    kind = HostCudaKind()
+    _gpu.register_kind(kind)
+    try:
+        c = _connect(transport)
+        host = np.arange(100_000, dtype=np.float32)
+        with Store(f"gpu-{transport}", c, cache_size=0) as store:
+            key = store.put(HostCudaArray(host, device_id=1))
+            assert kind.copies == [host.nbytes]  # one copy off the "device", into the segment
+            assert c.server_status()["requests"]["PUT_SHM"] == 1
+            out = store.get(key)
+            assert type(out) is HostCudaArray and out.device_id == 1
+            np.testing.assert_array_equal(out.numpy(), host)
+        c.close()
+    finally:
+        _gpu.unregister_kind(HostCudaKind.name)
