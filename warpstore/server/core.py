@@ -260,7 +260,9 @@ class ServerCore:
             return self._bad(str(e))
         data = memoryview(mapping) if mapping is not None else b""
         self.table.put(key, data, nbytes, segment=segment, cached=cached)
-        if cached:
+        if cached:  # not a put of this node's: counted as a cache fill, not a PUT_SHM
+            self.requests["PUT_SHM"] -= 1
+            self.requests["CACHE_FILL"] += 1
             self.cache["fetched_bytes"] += nbytes
             self.cache["fetched"] += 1
         else:
