@@ -86,6 +86,13 @@ def _assemble(
     58 ms here), so it is used whenever numpy is already loaded.
     """
     total = sum(memoryview(p).nbytes for p in parts)
+    gather = getattr(allocate, "gather", None)
+    if gather is not None:
+        # the destination takes the parts as they are (a shared-memory segment
+        # written with writev): no buffer to fill here
+        gathered = gather(parts, total)
+        if gathered is not None:
+            return gathered  # type: ignore[no-any-return]
     out = (allocate or _allocate)(total)
     view = out if isinstance(out, memoryview) else memoryview(out)
     pos = 0

@@ -60,6 +60,45 @@ def _close(mapping: Any) -> None:
             mapping.close()
 
 
+class _SegmentAllocator:
+    """The buffers :meth:`NodeServerConnector.put_into` gives a serializer.
+
+    Called with a size, it returns a writable mapping of a new segment (a GPU
+    array is copied from the device straight into it). Its :meth:`gather`
+    takes a message as its parts (header, then the object's own buffers) and
+    writes them into a new segment with ``writev(2)``: one copy, no mapping,
+    which on tmpfs is the faster way to fill new memory. Small messages
+    (under :data:`shm.INLINE_MAX`) get a plain ``bytearray`` for the socket.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.made: list[str] = []
+        self._mappings: list[Any] = []
+
+    def __call__(self, n: int) -> Any:
+        if n < shm.INLINE_MAX:
+            return bytearray(n)  # small: the socket is cheaper than a segment
+        name, mapping = shm.create_segment(self.directory, n)
+        self.made.append(name)
+        self._mappings.append(mapping)
+        return memoryview(mapping) if mapping is not None else bytearray()
+
+    def gather(self, parts: Sequence[Any], total: int) -> Any:
+        if total < shm.INLINE_MAX:
+            return None  # the serializer assembles it in a bytearray from __call__
+        name = shm.write_segment(self.directory, parts)
+        self.made.append(name)
+        mapping = shm.open_segment(self.directory, name, total)  # lazy: only its size is read
+        self._mappings.append(mapping)
+        return memoryview(mapping) if mapping is not None else b""
+
+    def release(self) -> None:
+        for mapping in self._mappings:
+            _close(mapping)
+        self._mappings.clear()
+
+
 class NodeServerConnector:
     """Stores objects in the memory of node servers; subclasses pick the transport.
 
@@ -300,16 +339,22 @@ class NodeServerConnector:
         if kind != ord("S"):
             raise shm.SegmentError("malformed segment reply")
         name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(payload[1:]))
-        if self.copy:  # a private, writable buffer: deserialize builds on it, no second copy
-            buffer: BytesLike = shm.read_segment(directory, name, nbytes, _allocate)
+        mapping = shm.open_segment(directory, name, nbytes, populate=self.copy)
+        if mapping is None:
+            return b""
+        if self.copy:
+            # A private, writable buffer (deserialize builds on it, no second copy).
+            # Copying out of a populated mapping measured 2x faster than read(2) on tmpfs.
+            buffer = _allocate(nbytes)
+            memoryview(buffer)[:] = memoryview(mapping)
+            _close(mapping)
             return buffer
-        mapping = shm.open_segment(directory, name, nbytes)
-        return b"" if mapping is None else memoryview(mapping)
+        return memoryview(mapping)
 
     def _put_segment(
         self, address: str, directory: Path, key: bytes, view: memoryview, cache: bool = False
     ) -> None:
-        name = shm.write_segment(directory, view)
+        name = shm.write_segment(directory, [view])
         try:
             fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
             self._client.request(address, Op.PUT_SHM, b"\0".join(fields))
@@ -385,42 +430,34 @@ class NodeServerConnector:
     def put_into(self, write: Callable[[Callable[[int], Any] | None], BytesLike]) -> Any:
         """Put what ``write(allocate)`` serializes, into a segment when the server is local.
 
-        ``write`` calls ``allocate(n)`` once for a writable buffer of ``n``
-        bytes, fills it and returns it (``allocate`` is ``None`` when the
-        server is on another node: ``write`` picks its own buffer); with
-        shared memory that buffer *is* the segment, so the object is written once, straight into the
-        memory every process of the node reads (a GPU array: straight from
-        the device). :class:`~warpstore.store.Store` uses this when present.
+        ``write`` serializes with ``allocate`` (``None`` when the server is on
+        another node: ``write`` picks its own buffer) and returns the message.
+        With shared memory the message is written once, straight into the
+        segment every process of the node reads (see :class:`_SegmentAllocator`;
+        a GPU array: straight from the device). :class:`~warpstore.store.Store`
+        uses this when present.
         """
         key = self.new_key()
         directory = self._shm_dir(key.address)
         if directory is None:
             self.set(key, write(None))
             return key
-        made: list[tuple[str, Any]] = []
-
-        def allocate(n: int) -> Any:
-            if n < shm.INLINE_MAX:
-                return bytearray(n)  # small: the socket is cheaper than a segment
-            name, mapping = shm.create_segment(directory, n)
-            made.append((name, mapping))
-            return memoryview(mapping) if mapping is not None else bytearray()
-
+        allocate = _SegmentAllocator(directory)
         try:
             data = write(allocate)
-            if not made:
+            if not allocate.made:
                 self._client.request(key.address, Op.PUT, key.object_id.encode(), data)
                 return key
-            if len(made) != 1:  # the writer did not use our buffer after all
+            if len(allocate.made) != 1:  # the writer did not use our buffer after all
                 raise RuntimeError("serializer allocated more than one buffer")
-            name, mapping = made[0]
             nbytes = memoryview(data).nbytes
             del data
-            _close(mapping)
+            allocate.release()
+            name = allocate.made[0]
             blob = b"\0".join([key.object_id.encode(), name.encode(), b"%d" % nbytes])
             self._client.request(key.address, Op.PUT_SHM, blob)
         except BaseException:
-            for name, _ in made:
+            for name in allocate.made:
                 shm.remove_segment(directory, name)
             raise
         return key

