@@ -130,6 +130,7 @@ def test_a_vanished_peer_is_a_clear_error(mesh: dict[str, Any]) -> None:
 def test_wrong_relay_token_is_refused(mesh: dict[str, Any]) -> None:
     bad = mesh["tmp"] / "bad-token"
     bad.write_text("not-the-token")
+    bad.chmod(0o600)  # a private file with the wrong token (a 0644 one is refused earlier)
     env = mesh["env"]
     assert cli(env, "endpoint", "configure", "c", "--relay-server", mesh["url"],
                "--relay-token-file", str(bad), "--address", "127.0.0.1").returncode == 0

@@ -29,7 +29,9 @@ from warpstore.exceptions import AuthenticationError, ConnectorConnectionError, 
 from warpstore.proxy import is_resolved
 from warpstore.server.auth import ClientSession
 from warpstore.server.protocol import (
+    BODY_SIZE,
     HEADER_SIZE,
+    TAG_SIZE,
     HelloSealer,
     Kind,
     Op,
@@ -264,7 +266,7 @@ def _status_byte(s: ClientSession) -> list[bytes]:
 MALFORMED: dict[str, tuple[Callable[[ClientSession], list[bytes]], int]] = {
     "random": (lambda s: [os.urandom(HEADER_SIZE) + b"WSv2"], Status.BAD_REQUEST),
     "unsigned": (
-        lambda s: [_msg(s.request(Op.GET, b"", None)[1][:48] + bytes(16))],
+        lambda s: [_msg(s.request(Op.GET, b"", None)[1][:BODY_SIZE] + bytes(TAG_SIZE))],
         Status.AUTH_FAILED,
     ),
     "unknown-op": (lambda s: [_msg(s.request(99, b"", None)[1])], Status.BAD_REQUEST),

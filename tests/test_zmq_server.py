@@ -31,7 +31,7 @@ from warpstore.exceptions import (
 )
 from warpstore.proxy import is_resolved
 from warpstore.server.auth import ClientSession
-from warpstore.server.protocol import HEADER_SIZE, Kind, Op, Status
+from warpstore.server.protocol import BODY_SIZE, HEADER_SIZE, TAG_SIZE, Kind, Op, Status
 from warpstore.server.runtime import pid_alive, read_json
 from warpstore.store import Store, unregister_store
 
@@ -286,7 +286,7 @@ def test_wrong_token_is_refused(raw_server: Any) -> None:
     assert kind == Kind.REFUSAL and status == Status.AUTH_FAILED and b"authentication" in message
     # a request in our session with a tag made without the token
     _, header = raw.session.request(Op.SHUTDOWN, b"", None)
-    raw.send([header[:48] + bytes(16), b""])
+    raw.send([header[:BODY_SIZE] + bytes(TAG_SIZE), b""])
     kind, status, _, _ = raw.reply()
     assert kind == Kind.REFUSAL and status == Status.AUTH_FAILED
     _still_serves(c)

@@ -62,6 +62,13 @@ def configure(
         _fail(f"--relay-server {relay_server!r}: use a ws:// or wss:// address")
     if relay_server and not relay_token_file:
         _fail("--relay-server needs --relay-token-file (the relay's shared token)")
+    if relay_token_file:
+        from warpstore.server.runtime import read_token_file
+
+        try:  # private, ours, no symlink: checked now rather than when the daemon starts
+            read_token_file(relay_token_file)
+        except OSError as e:
+            _fail(f"--relay-token-file: {e}")
     try:
         try:
             config = load_config(name)
@@ -184,5 +191,10 @@ def check(name: str) -> None:
 def relay(host: str, port: int, token_file: str) -> None:
     """Run the relay that introduces endpoints (signalling only; no data passes through)."""
     from warpstore.endpoint.relay import run_relay
+    from warpstore.server.runtime import read_token_file
 
-    run_relay(Path(token_file).read_text().strip().encode(), host, port)
+    try:  # a symlink, another user's file or one others can read is refused
+        token = read_token_file(token_file)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+    run_relay(token, host, port)

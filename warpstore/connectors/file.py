@@ -65,8 +65,16 @@ class FileConnector:
         return cls(**config)
 
     def evict(self, key: FileKey) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self._path(key))
+        path = self._path(key)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # a read-only directory, say: one line naming the file
+            raise ConnectorError(
+                f"cannot evict {path} on {socket.gethostname()}: {e.strerror or e} "
+                f"(the directory {os.path.dirname(path)} must be writable to remove objects)"
+            ) from e
 
     def exists(self, key: FileKey) -> bool:
         return os.path.exists(self._path(key))

@@ -26,6 +26,14 @@ class RedisConnector:
 
     ``hostname`` may be a plain host name (with ``port``) or a URL
     (``redis://``, ``rediss://``, ``unix://``) as accepted by redis-py.
+
+    Args:
+        timeout: seconds a reply may take (redis-py's ``socket_timeout``): a paused
+            or unreachable Redis is an error after this long, never a hang.
+            ``None`` waits forever, as redis-py does by default.
+        connect_timeout: seconds to establish a connection
+            (``socket_connect_timeout``).
+        kwargs: any other redis-py ``Redis`` argument (``password``, ``ssl``...).
     """
 
     def __init__(
@@ -35,6 +43,8 @@ class RedisConnector:
         *,
         clear: bool = False,
         prefix: str = "warpstore:",
+        timeout: float | None = 30.0,
+        connect_timeout: float | None = 10.0,
         **kwargs: Any,
     ) -> None:
         try:
@@ -47,11 +57,30 @@ class RedisConnector:
         self.port = port
         self.clear = clear
         self.prefix = prefix
+        self.timeout = kwargs.pop("socket_timeout", timeout)
+        self.connect_timeout = kwargs.pop("socket_connect_timeout", connect_timeout)
         self.kwargs = kwargs
+        kwargs = {
+            **kwargs,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+        }
+        if "retry" not in kwargs:
+            # redis-py retries timeouts 3 times by default, so a paused Redis took 4x (plus
+            # back-off) the stated timeout: retry dropped connections only.
+            from redis.backoff import ExponentialWithJitterBackoff
+            from redis.retry import Retry
+
+            kwargs["retry"] = Retry(
+                ExponentialWithJitterBackoff(base=0.01, cap=1.0),
+                3,
+                supported_errors=(redis.exceptions.ConnectionError,),
+            )
         self._redis_errors: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
         )
+        self._timeout_error: type[BaseException] = redis.exceptions.TimeoutError
         self._error_base: type[BaseException] = redis.exceptions.RedisError
         if "://" in hostname:
             if port is not None:
@@ -71,6 +100,12 @@ class RedisConnector:
     def _call(self, what: str, key: Any, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
+        except self._timeout_error as e:
+            raise ConnectorConnectionError(
+                f"no reply from Redis at {self.address} to {what} {key} within "
+                f"{self.timeout} s (the connector's timeout; connect timeout "
+                f"{self.connect_timeout} s): is it running, paused or overloaded? ({e})"
+            ) from e
         except self._redis_errors as e:
             raise ConnectorConnectionError(
                 f"cannot reach Redis at {self.address} to {what} {key}: {e}"
@@ -92,6 +127,8 @@ class RedisConnector:
             "port": self.port,
             "clear": self.clear,
             "prefix": self.prefix,
+            "timeout": self.timeout,
+            "connect_timeout": self.connect_timeout,
             **self.kwargs,
         }
 

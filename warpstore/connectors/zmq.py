@@ -30,14 +30,26 @@ class ZMQConnector(NodeServerConnector):
 
     Arguments: see :class:`~warpstore.connectors._nodeserver.NodeServerConnector`
     (port, address, interface, token, token_file, timeout, memory_limit,
-    runtime_dir, spawn).
+    runtime_dir, spawn, encrypt, ping_timeout), and:
+
+    Args:
+        heartbeat_timeout: seconds without an answer to ZeroMQ's heartbeat after
+            which a connection counts as dead (a killed or hung server is an error
+            after this long, not after ``timeout``).
     """
 
     transport = "zmq"
     key_type = ZMQKey
 
+    def __init__(self, *args: Any, heartbeat_timeout: float = 5.0, **kwargs: Any) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
+        super().__init__(*args, **kwargs)
+
     def _make_client(self, token: bytes, timeout: float) -> Any:
-        return ZMQClient(token, timeout)
+        return ZMQClient(token, timeout, self.heartbeat_timeout)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "heartbeat_timeout": self.heartbeat_timeout}
 
     @staticmethod
     def _payload(data: Any) -> BytesLike:

@@ -31,6 +31,7 @@ from typing import Any
 
 from warpstore.endpoint.config import EndpointConfig
 from warpstore.endpoint.relay import challenge_response
+from warpstore.server.runtime import read_token_file
 
 __all__ = ["CHUNK", "Endpoint", "ObjectStore", "read_frame", "write_frame"]
 
@@ -41,6 +42,7 @@ HIGH_WATER = 4 * 2**20  # pause sending while this much is buffered on a channel
 _LEN = struct.Struct(">I")
 _SIZE = struct.Struct(">Q")
 REQUEST_TIMEOUT = 60.0
+MAX_OBJECT_SIZE = 1 << 36  # 64 GiB: a larger declared size is refused before any byte
 
 
 # -- framing on the local socket ---------------------------------------------------------
@@ -111,22 +113,54 @@ class _Peer:
         self.header: dict[str, Any] | None = None
         self.parts: list[bytes] = []
         self.received = 0
+        self.rid: str | None = None  # the request being answered
 
     def on_message(self, message: Any) -> None:
+        """A reply header (text) or a part of its data (binary), from the peer.
+
+        Anything malformed fails the pending request at once with a clear
+        error (it used to be dropped, leaving the request to wait out its
+        timeout); a declared size above ``MAX_OBJECT_SIZE`` is refused before
+        any of it is received.
+        """
         if isinstance(message, str):
             try:
-                self.header = json.loads(message)
-            except ValueError:
-                logger.warning("dropped a malformed reply header from a peer")
+                header = json.loads(message)
+                if not isinstance(header, dict):
+                    raise ValueError("not a JSON object")
+                size = header.get("size", 0)
+                if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                    raise ValueError(f"bad size {size!r}")
+                if size > MAX_OBJECT_SIZE:
+                    raise ValueError(
+                        f"declared size {size} exceeds the {MAX_OBJECT_SIZE}-byte limit"
+                    )
+                if self.rid is not None and header.get("rid") != self.rid:
+                    raise ValueError("reply to another request")
+            except ValueError as e:
+                self._fail(f"malformed reply header from the peer: {e}")
                 return
-            self.parts, self.received = [], 0
+            self.header, self.parts, self.received = header, [], 0
         else:
+            if self.header is None:
+                self._fail("data from the peer without a reply header")
+                return
             self.parts.append(message)
             self.received += len(message)
-        if self.header is not None and self.received >= int(self.header.get("size", 0)):
-            if self.pending is not None and not self.pending.done():
-                self.pending.set_result((self.header, b"".join(self.parts)))
-            self.header = None
+        if self.header is not None:
+            size = int(self.header.get("size", 0))
+            if self.received > size:
+                self._fail(f"the peer sent {self.received} bytes for a {size}-byte reply")
+            elif self.received == size:
+                if self.pending is not None and not self.pending.done():
+                    self.pending.set_result((self.header, b"".join(self.parts)))
+                self.header = None
+
+    def _fail(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.header, self.parts, self.received = None, [], 0
+        if self.pending is not None and not self.pending.done():
+            self.pending.set_exception(ConnectionError(message))
 
 
 class Endpoint:
@@ -337,10 +371,15 @@ class Endpoint:
             ) from e
         async with peer.lock:
             rid = uuidlib.uuid4().hex
+            peer.rid = rid
             peer.pending = asyncio.get_running_loop().create_future()
             peer.channel.send(json.dumps({"rid": rid, "op": op, "object_id": object_id}))
             try:
                 header, data = await asyncio.wait_for(peer.pending, REQUEST_TIMEOUT)
+            except ConnectionError as e:  # a malformed reply: this channel is out of step
+                self.peers.pop(peer_uuid, None)
+                await peer.pc.close()
+                raise ConnectionError(f"endpoint {peer_uuid}: {e}") from None
             except asyncio.TimeoutError:
                 self.peers.pop(peer_uuid, None)
                 await peer.pc.close()
@@ -366,6 +405,8 @@ class Endpoint:
                 data = None
                 if request.get("op") == "put":
                     (size,) = _SIZE.unpack(await reader.readexactly(_SIZE.size))
+                    if size > MAX_OBJECT_SIZE:
+                        raise ValueError(f"object of {size} bytes exceeds {MAX_OBJECT_SIZE}")
                     data = await reader.readexactly(size)
                 try:
                     header, payload = await self._local_op(request, data)
@@ -427,7 +468,11 @@ def run_endpoint(config: EndpointConfig) -> int:
         if not config.relay_token_file:
             logger.error("endpoint %s has a relay but no relay token file", config.name)
             return 2
-        token = Path(config.relay_token_file).read_text().strip().encode()
+        try:
+            token = read_token_file(config.relay_token_file)
+        except OSError as e:
+            logger.error("endpoint %s: %s", config.name, e)
+            return 2
     pid_file = config.directory / "endpoint.pid"
     pid_file.write_text(str(os.getpid()))
     try:

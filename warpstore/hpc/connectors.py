@@ -17,12 +17,15 @@ def zmq_settings(site: SiteConfig) -> dict[str, Any]:
     """ZMQConnector arguments from a site config (no address: each node finds its own)."""
     conn = site["connector"]
     limit = conn.get("memory_limit")
-    return {
+    settings = {
         "interface": site.get("interface"),
         "port": conn.get("port"),
         "memory_limit": parse_size(limit) if limit is not None else None,
         "timeout": float(conn.get("timeout", 30.0)),
     }
+    if conn.get("encrypt"):  # end-to-end AES-GCM of object data (see the README's cost)
+        settings["encrypt"] = True
+    return settings
 
 
 def node_server_settings(site: SiteConfig, kind: str) -> dict[str, Any]:

@@ -71,6 +71,7 @@ _CONNECTOR: dict[str, tuple[tuple[type, ...], str]] = {
     "memory_limit": ((str, int, type(None)), "per-server limit, e.g. 64GiB"),
     "port": ((int, type(None)), "server port (default: any free port)"),
     "timeout": ((int, float), "seconds to wait for a server"),
+    "encrypt": ((bool,), "node servers: encrypt object data end to end (AES-GCM)"),
     "ucx": ((dict,), "UCX settings: UCX_TLS, UCX_NET_DEVICES, ..."),
     "margo": ((dict,), "Margo settings: protocol (cxi, ofi+verbs, tcp)"),
     "daos": ((dict,), "DAOS settings: pool, container, namespace"),

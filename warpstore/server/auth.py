@@ -19,6 +19,7 @@ from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullE
 from warpstore.server.protocol import (
     HELLO_REPLY,
     SESSION_SIZE,
+    DataSealer,
     Flags,
     Header,
     HelloSealer,
@@ -54,7 +55,8 @@ class UnknownSession(ConnectorError):
 class ServerSession:
     sealer: SessionSealer
     last: int = -1  # highest counter accepted
-    staged: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # counter -> key, len
+    # ZeroMQ two-step PUTs answered with CONTINUE: counter -> (key, data_len), taken once
+    staged: dict[int, tuple[bytes, int]] = field(default_factory=dict)
 
 
 class ServerAuth:
@@ -64,6 +66,7 @@ class ServerAuth:
         self._token = token
         self.server_id = secrets.token_bytes(SESSION_SIZE)
         self.hello = HelloSealer(token)
+        self.data = DataSealer(token)
         self.max_data = max_data
         self._sessions: OrderedDict[bytes, ServerSession] = OrderedDict()
         self._lock = threading.Lock()
@@ -79,7 +82,7 @@ class ServerAuth:
             h = parse_header(raw)
         except ProtocolError as e:
             raise Refused(Status.BAD_REQUEST, str(e)) from None
-        if h.kind not in (Kind.REQUEST, Kind.DATA) or h.status != 0:
+        if h.kind != Kind.REQUEST or h.status != 0:
             raise Refused(Status.BAD_REQUEST, "not a request (kind or status byte)")
         if h.key_len != len(key):
             raise Refused(
@@ -87,14 +90,14 @@ class ServerAuth:
             )
         carried = 0 if data is None else memoryview(data).nbytes
         if h.flags & Flags.STAGED:
-            if carried or h.op != Op.PUT or h.kind != Kind.REQUEST:
+            if carried or h.op != Op.PUT:
                 raise Refused(Status.BAD_REQUEST, "a staged announcement carries no data")
         elif carried != h.data_len:
             raise Refused(
                 Status.BAD_REQUEST, f"header declares {h.data_len} data bytes, got {carried}"
             )
         if h.op == Op.HELLO:
-            if h.kind != Kind.REQUEST or carried or h.key_len:
+            if carried or h.key_len:
                 raise Refused(Status.BAD_REQUEST, "malformed HELLO")
             if not verify(self.hello, raw, key, None):
                 raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
@@ -103,18 +106,48 @@ class ServerAuth:
             session = self._sessions.get(h.session)
             if session is None:
                 raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
-            if not verify(session.sealer, raw, key, data):
+            if not verify(session.sealer, raw, key, None):
                 raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
-            if h.kind == Kind.DATA:
-                if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
-                    raise Refused(Status.BAD_REQUEST, "data of a PUT that was not announced")
-            elif h.counter <= session.last:
+            if h.counter <= session.last:
                 raise Refused(
                     Status.REPLAYED,
                     f"request {h.counter} is not newer than {session.last}: replay refused",
                 )
             else:
                 session.last = h.counter
+            self._sessions.move_to_end(h.session)
+        return h, session
+
+    def stage(self, session: ServerSession, h: Header, key: bytes) -> None:
+        """Remember an announced PUT that got CONTINUE: its data may follow, once."""
+        with self._lock:
+            session.staged[h.counter] = (bytes(key), h.data_len)
+            while len(session.staged) > 16:  # abandoned announcements are forgotten
+                session.staged.pop(next(iter(session.staged)))
+
+    def check_staged_data(
+        self, raw: Any, key: Any, data: Any
+    ) -> tuple[Header, ServerSession]:
+        """Authenticate the data message of a two-step PUT (ZeroMQ).
+
+        It repeats the announcement's header (same counter, same data tag) with
+        the data: accepted only if that announcement got CONTINUE, and once.
+        """
+        try:
+            h = parse_header(raw)
+        except ProtocolError as e:
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        carried = 0 if data is None else memoryview(data).nbytes
+        if h.kind != Kind.REQUEST or h.status or h.op != Op.PUT or carried != h.data_len:
+            raise Refused(Status.BAD_REQUEST, "malformed data of a two-step PUT")
+        with self._lock:
+            session = self._sessions.get(h.session)
+            if session is None:
+                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
+            if not verify(session.sealer, raw, key, None):
+                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
+                raise Refused(Status.REPLAYED, "data of a PUT that got no CONTINUE (or a replay)")
             self._sessions.move_to_end(h.session)
         return h, session
 
@@ -132,13 +165,6 @@ class ServerAuth:
         )
         return header, data
 
-    def stage(self, session: ServerSession, h: Header, key: bytes) -> None:
-        """Remember an accepted PUT announcement: its DATA message may follow once."""
-        with self._lock:
-            session.staged[h.counter] = (key, h.data_len)
-            while len(session.staged) > 64:
-                session.staged.pop(next(iter(session.staged)))
-
     def reply(
         self,
         session: ServerSession,
@@ -147,8 +173,15 @@ class ServerAuth:
         status: int,
         data: Any = None,
         kind: int = Kind.REPLY,
+        data_tag: tuple[bytes, bytes] | None = None,
     ) -> bytes:
-        """The signed header of the reply to request ``h`` (bound to its counter and key)."""
+        """The signed header of the reply to request ``h`` (bound to its counter and key).
+
+        ``data_tag``: a stored object's tag, as its producer made it; data the
+        server produced itself (status, error messages) is tagged here.
+        """
+        if data_tag is None:
+            data_tag = self.data.tag(key, data)
         return pack_header(
             session.sealer,
             h.op,
@@ -158,6 +191,7 @@ class ServerAuth:
             key=key,
             data=data,
             status=status,
+            data_tag=data_tag,
         )
 
     def refusal(self, status: Status, message: str) -> tuple[bytes, bytes]:
@@ -176,6 +210,7 @@ class ClientSession:
         self._token = token
         self.address = address
         self.hello = HelloSealer(token)
+        self.data = DataSealer(token)
         self.nonce = b""
         self.sealer: SessionSealer | None = None
         self.max_data = 0
@@ -221,7 +256,10 @@ class ClientSession:
     def request(
         self, op: int, key: bytes, data: Any, *, counter: int | None = None, staged: bool = False
     ) -> tuple[int, bytes]:
-        """``(counter, header)`` of a new request (STAGED: announce only, no data)."""
+        """``(counter, header)`` of a new request (STAGED: announce only, no data).
+
+        The data (if any) is tagged here, once, end to end (see :mod:`.protocol`).
+        """
         assert self.sealer is not None
         counter = self.next_counter() if counter is None else counter
         nbytes = 0 if data is None else memoryview(data).nbytes
@@ -234,21 +272,9 @@ class ClientSession:
             data=None if staged else data,
             data_len=nbytes,
             flags=Flags.STAGED if staged else 0,
+            data_tag=self.data.tag(key, data),
         )
         return counter, header
-
-    def data_header(self, counter: int, key: bytes, data: Any) -> bytes:
-        """The DATA message header that follows a CONTINUE for request ``counter``."""
-        assert self.sealer is not None
-        return pack_header(
-            self.sealer,
-            Op.PUT,
-            kind=Kind.DATA,
-            session=self.sealer.session,
-            counter=counter,
-            key=key,
-            data=data,
-        )
 
     def check_put_size(self, key: bytes, nbytes: int) -> None:
         """Refuse locally a PUT the server announced it can never take."""
@@ -271,10 +297,15 @@ class ClientSession:
         if (
             h.kind not in (Kind.REPLY, Kind.CONTINUE)
             or h.session != self.sealer.session
-            or not verify(self.sealer, raw, key, data)
+            or not verify(self.sealer, raw, key, None)
         ):
             raise AuthenticationError(
                 f"reply from {self.address} failed authentication; it was discarded unread"
+            )
+        if not self.data.verify(key, data, h.data_nonce, h.data_tag):
+            raise AuthenticationError(
+                f"the data of {bytes(key).decode(errors='replace')!r} from {self.address} "
+                "failed authentication (altered in flight or in store); it was discarded unread"
             )
         return h
 
@@ -301,3 +332,51 @@ class ClientSession:
         if h.status == Status.AUTH_FAILED:
             raise AuthenticationError(f"server {self.address} refused our request: {message}")
         raise ConnectorError(f"server {self.address} refused our request: {message}")
+
+
+class DataCipher:
+    """Optional end-to-end encryption of object data (``encrypt=True`` on a connector).
+
+    The putting client encrypts with AES-GCM under a key derived from the job
+    token (``HKDF-SHA256(token, info="warpstore/2 data")``), a random 12-byte
+    nonce and the object's id as associated data (a blob cannot be moved to
+    another key); the server stores the ciphertext and never sees the
+    plaintext; the getting client decrypts. Layout: ``b"WSe1" || nonce ||
+    ciphertext || tag``.
+    """
+
+    MAGIC = b"WSe1"
+    OVERHEAD = 4 + 12 + 16
+
+    def __init__(self, token: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from warpstore.server.protocol import _hkdf
+
+        self._aead = AESGCM(_hkdf(token, b"warpstore/2 data"))
+
+    def seal(self, object_id: bytes, data: Any) -> bytes:
+        nonce = secrets.token_bytes(12)
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        return self.MAGIC + nonce + self._aead.encrypt(nonce, view, object_id)
+
+    def open(self, object_id: bytes, blob: Any) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        view = memoryview(blob)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        if len(view) < self.OVERHEAD or bytes(view[:4]) != self.MAGIC:
+            raise ConnectorError(
+                f"object {object_id.decode(errors='replace')} is not encrypted, but this "
+                "connector has encrypt=True: it was stored by a connector without encryption"
+            )
+        try:
+            return self._aead.decrypt(bytes(view[4:16]), view[16:], object_id)
+        except InvalidTag:
+            raise AuthenticationError(
+                f"object {object_id.decode(errors='replace')} does not decrypt with this "
+                "job's token: it was encrypted by another job, or altered"
+            ) from None

@@ -51,6 +51,7 @@ class Entry:
     reads: int = 0
     segment: str | None = None  # name of its shared-memory segment, if it has one
     cached: bool = False  # a node-local copy of another node's object: dropped first
+    tag: tuple[bytes, bytes] | None = None  # the producer's data tag, sent with every GET
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Reply:
     status: Status
     data: Any = b""
     message: str = ""
+    tag: tuple[bytes, bytes] | None = None  # a stored object's data tag (GET)
 
 
 class ObjectTable:
@@ -73,21 +75,43 @@ class ObjectTable:
         self.nbytes = 0
         self.on_drop = on_drop  # called for each entry replaced or evicted
         self.reserved = 0  # room promised to two-step PUTs whose data is on its way
+        self.cache_dropped = 0  # node-local copies dropped to make room
 
-    def can_hold(self, key: bytes, nbytes: int) -> bool:
+    def _fits(self, key: bytes, nbytes: int) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
         used = self.nbytes + self.reserved - (old.nbytes if old else 0)
         return used + nbytes <= self.memory_limit
 
+    def can_hold(self, key: bytes, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit, after dropping node-local copies of other nodes'
+        objects (oldest first: they can be fetched again) if that makes them fit."""
+        if self._fits(key, nbytes):
+            return True
+        cached = sorted((e.created, k) for k, e in self.entries.items() if e.cached and k != key)
+        for _, victim in cached:
+            self.cache_dropped += 1
+            self.evict(victim)
+            if self._fits(key, nbytes):
+                return True
+        return False
+
     def put(
-        self, key: bytes, data: Any, nbytes: int, segment: str | None = None, cached: bool = False
+        self,
+        key: bytes,
+        data: Any,
+        nbytes: int,
+        tag: tuple[bytes, bytes] | None = None,
+        segment: str | None = None,
+        cached: bool = False,
     ) -> None:
         old = self.entries.get(key)
         if old is not None:
             self.nbytes -= old.nbytes
-        self.entries[key] = Entry(data, nbytes, time.time(), segment=segment, cached=cached)
+        self.entries[key] = Entry(
+            data, nbytes, time.time(), segment=segment, cached=cached, tag=tag
+        )
         self.nbytes += nbytes
         if old is not None and self.on_drop is not None:
             self.on_drop(old)
@@ -161,8 +185,10 @@ class ServerCore:
     def describe(self) -> str:
         return f"{self.transport} server {self.address} on node {self.node}"
 
-    def handle(self, op: int, key: bytes, data: Any, nbytes: int) -> Reply:
-        """Carry out one authenticated, well-formed request."""
+    def handle(
+        self, op: int, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> Reply:
+        """Carry out one authenticated, well-formed request (``tag``: a PUT's data tag)."""
         try:
             name = Op(op).name
         except ValueError:
@@ -170,13 +196,13 @@ class ServerCore:
             return Reply(Status.BAD_REQUEST, message=f"unknown operation {op}")
         self.requests[name] += 1
         if op == Op.PUT:
-            return self._put(key, data, nbytes)
+            return self._put(key, data, nbytes, tag)
         if op == Op.GET:
             entry = self.table.get(key)
             if entry is None:
                 return Reply(Status.NOT_FOUND)
             self.bytes_out += entry.nbytes
-            return Reply(Status.OK, entry.data)
+            return Reply(Status.OK, entry.data, tag=entry.tag)
         if op == Op.EXISTS:
             return Reply(Status.OK if key in self.table.entries else Status.NOT_FOUND)
         if op == Op.EVICT:
@@ -194,17 +220,8 @@ class ServerCore:
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
 
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
-        if self.table.can_hold(key, nbytes):
+        if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
             return None
-        # Copies of other nodes' objects go first, oldest first: they can be fetched again.
-        cached = sorted(
-            (e.created, k) for k, e in self.table.entries.items() if e.cached and k != key
-        )
-        for _, victim in cached:
-            self.cache["dropped"] += 1
-            self.table.evict(victim)
-            if self.table.can_hold(key, nbytes):
-                return None
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
         return Reply(
@@ -217,14 +234,16 @@ class ServerCore:
             ),
         )
 
-    def _put(self, key: bytes, data: Any, nbytes: int) -> Reply:
+    def _put(
+        self, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> Reply:
         if not key:
             self.errors["bad_request"] += 1
             return Reply(Status.BAD_REQUEST, message="PUT needs a key")
         full = self._full(key, nbytes)
         if full is not None:
             return full
-        self.table.put(key, data, nbytes)
+        self.table.put(key, data, nbytes, tag)
         self.bytes_in += nbytes
         return Reply(Status.OK)
 
@@ -315,8 +334,10 @@ class ServerCore:
             "bytes_shared": self.bytes_shared,
             # node-local cache: bytes fetched from other nodes vs served from here
             "cache": {
-                k: self.cache[k]
-                for k in ("fetched", "fetched_bytes", "served", "served_bytes", "dropped")
+                **{
+                    k: self.cache[k] for k in ("fetched", "fetched_bytes", "served", "served_bytes")
+                },
+                "dropped": self.table.cache_dropped,
             },
             "shm_dir": str(self.shm_dir) if self.shm_dir else None,
             "uptime_s": round(time.time() - self.started, 3),

@@ -24,6 +24,7 @@ from warpstore.server.runtime import (
     load_token,
     node_dir,
     node_name,
+    process_state,
     read_json,
     write_json_atomic,
 )
@@ -95,6 +96,8 @@ class RunningServer:
         self.info: dict[str, Any] = {
             "address": self.server.address,
             "pid": os.getpid(),
+            # tells this process from a later one reusing its pid (see spawn.is_our_server)
+            "pid_start": (process_state(os.getpid()) or ("", None))[1],
             "node": self.node,
             "job": job_id(),
             "transport": transport,

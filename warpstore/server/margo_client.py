@@ -130,9 +130,7 @@ class MargoClient(RequestClient):
             if view.nbytes > EAGER_MAX:
                 exposed = engine.expose(view, writable=False)  # alive until the server pulled
                 counter, header = session.request(op, key, view, staged=True)
-                payload = (
-                    header + key + session.data_header(counter, key, view) + exposed.descriptor
-                )
+                payload = header + key + exposed.descriptor
             else:
                 counter, header = session.request(op, key, view)
                 payload = header + key + view.tobytes()

@@ -32,7 +32,6 @@ from warpstore.server.protocol import (
     HEADER_SIZE,
     Flags,
     Header,
-    Kind,
     Op,
     ProtocolError,
     Status,
@@ -153,7 +152,8 @@ class MargoServer:
         body: Any = reply.data if reply.status == Status.OK else reply.message.encode()
         if body is not None and memoryview(body).nbytes == 0:
             body = None
-        header = self.auth.reply(session, h, key, reply.status, body)
+        tag = reply.tag if reply.status == Status.OK else None
+        header = self.auth.reply(session, h, key, reply.status, body, data_tag=tag)
         if payload is not None:
             return header + key + payload
         return header + key + (b"" if body is None else bytes(body))
@@ -183,8 +183,6 @@ class MargoServer:
         if session is None:  # an authentic HELLO: open a session
             reply_header, reply_data = self.auth.hello_reply(h)
             return reply_header + reply_data
-        if h.kind != Kind.REQUEST:
-            raise Refused(Status.BAD_REQUEST, "DATA without an announcement")
         op = h.op
         if op == Op.PUT:
             return self._put(session, h, key, rest, origin)
@@ -212,12 +210,12 @@ class MargoServer:
         op = Op.PUT
         if not h.flags & Flags.STAGED:  # eager: the data came with the request
             with self._lock:
-                reply = self.core.handle(op, key, rest, h.data_len)
+                reply = self.core.handle(op, key, rest, h.data_len, h.data_tag_pair)
                 if reply.status == Status.OK:
                     self._retire(key)
             return self._pack(session, h, key, reply)
-        # staged: the DATA header (tag over the data) and the client's bulk descriptor
-        data_header, descriptor = rest[:HEADER_SIZE], rest[HEADER_SIZE:]
+        # staged: the client's bulk descriptor; the data's tag is in the header
+        descriptor = rest
         if not descriptor or len(descriptor) > MAX_DESCRIPTOR:
             raise Refused(Status.BAD_REQUEST, "large PUT without a valid bulk descriptor")
         table = self.core.table
@@ -231,19 +229,17 @@ class MargoServer:
             except MemoryError:
                 reply = Reply(Status.ERROR, message=f"cannot allocate {h.data_len} bytes")
                 return self._pack(session, h, key, reply)
-            self.auth.stage(session, h, key)
             exposed = self.engine.expose(buffer, writable=True)  # once: reused by every GET
             self.registrations += 1
             try:
                 self.engine.pull(origin, descriptor, exposed, h.data_len)
             except Exception as e:
                 raise Refused(Status.BAD_REQUEST, f"bulk pull from the client failed: {e}") from e
-            self.auth.check(data_header, key, buffer)  # the data is what the client signed
         finally:
             with self._lock:
                 table.reserved -= h.data_len
         with self._lock:
-            reply = self.core.handle(op, key, buffer, h.data_len)
+            reply = self.core.handle(op, key, buffer, h.data_len, h.data_tag_pair)
             if reply.status == Status.OK:
                 self._retire(key)
                 self._exposed[key] = exposed

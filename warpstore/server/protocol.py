@@ -13,7 +13,7 @@ Header (little-endian)::
     4       1     op          PUT=1 GET=2 EXISTS=3 EVICT=4 STATUS=5 SHUTDOWN=6 HELLO=7
                               PUT_SHM=8 GET_SHM=9 (same node: see server/shm.py)
     5       1     status      0 in requests (else refused); in replies one of ``Status``
-    6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4 DATA=5
+    6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4
     7       1     flags       STAGED=1 (a PUT announced before its data), others 0
     8       16    session     server-chosen session id (HELLO: the client's nonce;
                               REFUSAL: the server's id)
@@ -22,30 +22,45 @@ Header (little-endian)::
     32      8     data_len    u64, exact length of the data (0: none)
     40      4     key_len     u32, exact length of the key (<= 1024)
     44      4     reserved    must be 0
-    48      16    tag         authentication tag, see below
+    48      12    data_nonce  random nonce of the data tag (zero without data)
+    60      16    data_tag    the data's tag, see below (zero without data)
+    76      4     reserved    must be 0
+    80      16    tag         the message's tag, see below
 
 Sessions. A client opens a session on each connection with ``HELLO``: its
 request carries a random 16-byte nonce, the server answers with a fresh random
 session id, its own random 16-byte server id (new at each server start) and the
 largest PUT it accepts (``max_data``). Both then derive the session key
 ``K = HKDF-SHA256(token, salt=server_id, info="warpstore/2 session" + session)``
-and every later message of the session is tagged with AES-GCM under ``K``:
-the header's first 48 bytes and the key are the GCM *plaintext* (its
-ciphertext is discarded) and the data is the *associated data*, so the 16-byte
-GCM tag authenticates header, key and data at GMAC speed (no copy of the data,
-which is only read). The 12-byte GCM nonce is ``kind || 000000 || counter``:
-unique per key because the client numbers its requests and the server signs
-at most one CONTINUE and one REPLY per request it accepted.
+and every later message of the session is tagged with AES-GCM under ``K``: the
+header's first 80 bytes and the key are the GCM plaintext (its ciphertext is
+discarded) and the 16-byte GCM tag is the message tag. The 12-byte GCM nonce is
+``kind || 000000 || counter``: unique per key because the client numbers its
+requests and the server signs at most one CONTINUE and one REPLY per request it
+accepted.
 
-What the tag therefore binds: the direction (``kind``; a reply sent back as a
+Data. Data is tagged once, end to end, by whoever produced it: the tag is
+``GMAC`` (AES-GCM with the data as associated data and the object's key as
+plaintext) under ``K_data = HKDF-SHA256(token, info="warpstore/2 data")`` with a
+random 12-byte nonce, carried in the header's ``data_nonce``/``data_tag``, so
+the message tag covers it. The server stores an object's data tag with it and
+sends it back with every GET; the client that gets the object checks it (the
+producer's tag, bound to the object's key) before anything else touches the
+data. The data is hashed twice per object (once by the producer, once by each
+consumer) instead of at every hop: measured in
+``benchmarks/connector_throughput.py``, see the README. The server never reads
+the data, so it does not check it either: data altered in flight is refused
+by its consumer (never unpickled), and every other field by the server.
+
+What the tags therefore bind: the direction (``kind``; a reply sent back as a
 request fails), the server's identity (``server_id`` is in the key), the
 session and the counter (a recorded request is refused when replayed: the
 server keeps, per session, the highest counter it accepted), the header
-(op, status, lengths), the key and the data. Replies are bound to their
-request by the counter and key; a client accepts one reply per pending
-request and drops others.
+(op, status, lengths), the key and, through the data tag, the data. Replies are
+bound to their request by the counter and key; a client accepts one reply per
+pending request and drops others.
 
-HELLO messages and refusals are tagged with ``HMAC-SHA256(K_hello, header[:48]
+HELLO messages and refusals are tagged with ``HMAC-SHA256(K_hello, header[:80]
 + key + data)`` truncated to 16 bytes, where ``K_hello = HKDF-SHA256(token,
 info="warpstore/2 hello")``. A refusal (``kind=REFUSAL``: bad structure,
 failed authentication, replay, unknown session) is signed over the server's
@@ -55,12 +70,13 @@ to word its error; ``UNKNOWN_SESSION`` (the server restarted or forgot the
 session) makes it open a new session and send the request again.
 
 Two-step PUT (``flags=STAGED``): a PUT whose data the receiver should not take
-before it agreed (UCX above ``EAGER_MAX``; any transport may use it) is first
-announced: a REQUEST with ``data_len`` set and no data, tagged over header and
-key. The server checks the tag, the counter and that the store has room,
-reserves the room and answers ``CONTINUE`` (or a refusal or ``STORE_FULL``).
-The client then sends a ``DATA`` message with the same counter, key and
-length, tagged over the data, and gets the final REPLY.
+before it agreed (UCX and Margo above ``EAGER_MAX``, ZeroMQ from 1 MiB) is first
+announced: a REQUEST with ``data_len`` and the data tag set and no data. The
+server checks the tag, the counter and that the store has room and answers
+``CONTINUE`` (or a refusal or ``STORE_FULL``); only then does the data follow
+(UCX: as the next message, into a buffer reserved for it; Margo: the server
+pulls it; ZeroMQ: header, key and data, the header repeating the announcement,
+accepted once and only after that CONTINUE).
 
 Nothing in this protocol is ever unpickled: keys are opaque bytes, data is
 opaque bytes, and the STATUS and HELLO replies are JSON / fixed binary.
@@ -72,6 +88,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import secrets
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -81,13 +98,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
+    "BODY_SIZE",
     "EAGER_MAX",
     "HEADER_SIZE",
     "HELLO_REPLY",
     "MAGIC",
     "MAX_KEY_LEN",
+    "NO_DATA_TAG",
     "SESSION_SIZE",
     "TAG_SIZE",
+    "DataSealer",
     "Flags",
     "Header",
     "HelloSealer",
@@ -104,12 +124,15 @@ __all__ = [
 ]
 
 MAGIC = b"WSv2"
-HEADER_SIZE = 64
+HEADER_SIZE = 96
 MAX_KEY_LEN = 1024
 EAGER_MAX = 64 * 1024  # UCX/Margo: larger data travels separately
 SESSION_SIZE = 16
 TAG_SIZE = 16
-_BODY = struct.Struct("<4sBBBB16sQQII")  # the first 48 bytes, covered by the tag
+NONCE_SIZE = 12
+NO_DATA_TAG = (bytes(NONCE_SIZE), bytes(TAG_SIZE))
+_BODY = struct.Struct("<4sBBBB16sQQII12s16sI")  # the first 80 bytes, covered by the tag
+BODY_SIZE = _BODY.size
 assert _BODY.size + TAG_SIZE == HEADER_SIZE
 # HELLO reply data: session id, server id, max_data (u64, 0 = no limit)
 HELLO_REPLY = struct.Struct("<16s16sQ")
@@ -147,7 +170,6 @@ class Kind(enum.IntEnum):
     REPLY = 2
     CONTINUE = 3
     REFUSAL = 4
-    DATA = 5
 
 
 class Flags(enum.IntFlag):
@@ -169,7 +191,13 @@ class Header:
     counter: int
     data_len: int
     key_len: int
+    data_nonce: bytes
+    data_tag: bytes
     tag: bytes
+
+    @property
+    def data_tag_pair(self) -> tuple[bytes, bytes]:
+        return self.data_nonce, self.data_tag
 
 
 Buffer = bytes | bytearray | memoryview
@@ -206,7 +234,7 @@ class HelloSealer(Sealer):
 
 
 class SessionSealer(Sealer):
-    """AES-GCM (GMAC over the data) under one session's key."""
+    """AES-GCM over header and key under one session's key (data: see DataSealer)."""
 
     def __init__(self, token: bytes, session: bytes, server_id: bytes) -> None:
         self.session = session
@@ -216,13 +244,36 @@ class SessionSealer(Sealer):
     def tag(self, body: bytes, key: Buffer, data: Any) -> bytes:
         # nonce: kind (body[6]) and counter (body[24:32]), unique per message of a session
         nonce = body[6:7] + b"\0\0\0" + body[24:32]
-        plain = body + bytes(key)
-        aad: Any = None
-        if data is not None:
-            aad = data if isinstance(data, bytes) else _bytes_view(data)
-            if not len(aad):
-                aad = None
-        return self._aead.encrypt(nonce, plain, aad)[-TAG_SIZE:]
+        return self._aead.encrypt(nonce, body + bytes(key), None)[-TAG_SIZE:]
+
+
+class DataSealer:
+    """The end-to-end data tag: GMAC of the data, bound to the object's key."""
+
+    def __init__(self, token: bytes) -> None:
+        self._aead = AESGCM(_hkdf(token, b"warpstore/2 data"))
+
+    def tag(self, key: Buffer, data: Any) -> tuple[bytes, bytes]:
+        """``(nonce, tag)`` for ``data`` stored under ``key`` (nothing for no data)."""
+        view = _data_view(data)
+        if view is None:
+            return NO_DATA_TAG
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce, self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
+
+    def verify(self, key: Buffer, data: Any, nonce: bytes, tag: bytes) -> bool:
+        view = _data_view(data)
+        if view is None:
+            return (nonce, tag) == NO_DATA_TAG
+        expected = self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
+        return hmac.compare_digest(expected, tag)
+
+
+def _data_view(data: Any) -> Any:
+    if data is None:
+        return None
+    view = data if isinstance(data, bytes) else _bytes_view(data)
+    return view if len(view) else None
 
 
 def pack_header(
@@ -237,16 +288,20 @@ def pack_header(
     data_len: int | None = None,
     status: int = 0,
     flags: int = 0,
+    data_tag: tuple[bytes, bytes] = NO_DATA_TAG,
 ) -> bytes:
     """A signed header for a message carrying ``key`` and ``data``.
 
     ``data_len`` defaults to the size of ``data``; give it without ``data``
-    for a STAGED announcement (the tag then covers header and key only).
+    for a STAGED announcement. ``data_tag`` is the data's ``(nonce, tag)``
+    from :class:`DataSealer` (HELLO and refusals: none, their HMAC covers
+    the data itself).
     """
     if data_len is None:
         data_len = 0 if data is None else memoryview(data).nbytes
+    nonce, dtag = data_tag
     body = _BODY.pack(
-        MAGIC, op, status, kind, flags, session, counter, data_len, len(key), 0
+        MAGIC, op, status, kind, flags, session, counter, data_len, len(key), 0, nonce, dtag, 0
     )
     return body + sealer.tag(body, key, data)
 
@@ -266,19 +321,20 @@ def parse_header(header: Buffer) -> Header:
     """Parse (not authenticate) a header; structural problems raise ProtocolError."""
     if len(header) != HEADER_SIZE:
         raise ProtocolError(f"header is {len(header)} bytes, expected {HEADER_SIZE}")
-    magic, op, status, kind, flags, session, counter, data_len, key_len, reserved = (
-        _BODY.unpack_from(header)
-    )
+    (
+        magic, op, status, kind, flags, session, counter, data_len, key_len, reserved,
+        data_nonce, data_tag, reserved2,
+    ) = _BODY.unpack_from(header)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {bytes(magic)!r} (not a warpstore v2 message)")
-    if reserved or flags & ~int(Flags.STAGED):
+    if reserved or reserved2 or flags & ~int(Flags.STAGED):
         raise ProtocolError("reserved header fields are not zero")
     if kind not in Kind._value2member_map_:
         raise ProtocolError(f"unknown message kind {kind}")
     if key_len > MAX_KEY_LEN:
         raise ProtocolError(f"key length {key_len} exceeds {MAX_KEY_LEN}")
     return Header(
-        op, status, kind, flags, session, counter, data_len, key_len,
+        op, status, kind, flags, session, counter, data_len, key_len, data_nonce, data_tag,
         bytes(header[_BODY.size : HEADER_SIZE]),
     )
 

@@ -21,9 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from warpstore.exceptions import ConnectorConnectionError
-from warpstore.server.runtime import file_lock, node_dir, node_name, pid_alive, read_json
+from warpstore.server.runtime import (
+    file_lock,
+    node_dir,
+    node_name,
+    open_log,
+    pid_alive,
+    process_state,
+    read_json,
+)
 
-__all__ = ["ServerSettings", "ensure_server", "find_server", "spawn_server", "stop_server"]
+__all__ = [
+    "ServerSettings",
+    "ensure_server",
+    "find_server",
+    "is_our_server",
+    "recorded_pid",
+    "spawn_server",
+    "stop_server",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +63,7 @@ class ServerSettings:
         memory_limit: int | None = None,
         runtime_dir: str | None = None,
         extra_args: list[str] | None = None,
+        token: bytes | None = None,
     ) -> None:
         self.transport = transport
         self.address = address
@@ -56,6 +73,7 @@ class ServerSettings:
         self.memory_limit = memory_limit
         self.runtime_dir = runtime_dir
         self.extra_args = extra_args or []
+        self.token = token  # given directly (not in a file): passed in the environment
 
     def directory(self) -> Path:
         return node_dir(self.transport, self.runtime_dir)
@@ -86,21 +104,92 @@ class ServerSettings:
         return cmd + self.extra_args
 
 
-def find_server(directory: Path, ping: Ping | None = None) -> ServerInfo | None:
-    """The running server recorded in ``directory``, or ``None`` (stale files are ignored)."""
+def recorded_pid(info: ServerInfo) -> int | None:
+    """The pid in a ``server.json``, or ``None`` if it is missing or not a number."""
+    pid = info.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, (int, str)):
+        return None
+    try:
+        value = int(pid)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def is_our_server(info: ServerInfo) -> bool:
+    """Whether the pid in ``info`` is still the server that wrote it.
+
+    A pid is reused after its process exits: the start time recorded in
+    ``server.json`` (``pid_start``, from ``/proc/<pid>/stat``) must match the
+    running process's; without one (or without ``/proc``), its command line
+    must be a warpstore server's.
+    """
+    pid = recorded_pid(info)
+    if pid is None or not pid_alive(pid):
+        return False
+    state = process_state(pid)
+    recorded = info.get("pid_start")
+    if state is not None and isinstance(recorded, int):
+        return state[1] == recorded
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except OSError:
+        return state is None  # no /proc at all: pid existence is all there is
+    return b"warpstore" in b" ".join(cmdline) and b"server" in cmdline
+
+
+def find_server(
+    directory: Path, ping: Ping | None = None, *, hung_error: bool = False
+) -> ServerInfo | None:
+    """The live server recorded in ``directory``, or ``None`` (stale files are ignored).
+
+    Live means: the recorded pid is still the process that wrote the record
+    (not a reused pid) and, with ``ping``, it answers an authenticated request
+    quickly. A server that is ours but does not answer is hung (or stopped
+    with SIGSTOP): with ``hung_error`` that is an error naming the pid and the
+    fix, else it counts as not running.
+    """
     info = read_json(directory / "server.json")
-    if info is None or not pid_alive(int(info.get("pid", 0))):
+    if info is None:
+        return None
+    if recorded_pid(info) is None:
+        logger.warning("ignoring %s: its pid %r is not a number", directory / "server.json",
+                       info.get("pid"))
+        return None
+    if not is_our_server(info):
         return None
     if ping is not None and not ping(info):
+        if hung_error:
+            raise _hung(info, directory)
         return None
     return info
+
+
+def _hung(info: ServerInfo, directory: Path) -> ConnectorConnectionError:
+    pid = recorded_pid(info)
+    state = process_state(pid or 0)
+    stopped = state is not None and state[0] in ("T", "t")
+    why = "is stopped (SIGSTOP)" if stopped else "does not answer"
+    resume = f"resume it (kill -CONT {pid}) or " if stopped else ""
+    return ConnectorConnectionError(
+        f"the {info.get('transport', '')} server {info.get('address')} on node {node_name()} "
+        f"(pid {pid}) {why}: {resume}stop it (warpstore server stop --transport "
+        f"{info.get('transport', 'zmq')}, or kill {pid}) so that a new one can start; "
+        f"its record is {directory / 'server.json'}"
+    )
 
 
 def spawn_server(settings: ServerSettings, timeout: float = 60.0) -> ServerInfo:
     """Start a detached server and wait until it has written its ``server.json``."""
     directory = settings.directory()
     log_path = directory / "server.log"
-    with open(log_path, "ab") as log:
+    env = None
+    if settings.token is not None:  # a token given directly: by environment, never argv
+        env = {**os.environ, "WARPSTORE_TOKEN": settings.token.decode()}
+        env.pop("WARPSTORE_TOKEN_FILE", None)
+    log = open_log(log_path)
+    try:
         proc = subprocess.Popen(
             settings.command(),
             stdin=subprocess.DEVNULL,
@@ -108,7 +197,10 @@ def spawn_server(settings: ServerSettings, timeout: float = 60.0) -> ServerInfo:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # not killed with the task's process group
             close_fds=True,
+            env=env,
         )
+    finally:
+        os.close(log)
     _children.append(proc)  # keep a handle so Python can reap it if it exits early
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -148,7 +240,7 @@ def ensure_server(
     if info is not None:
         return info
     with file_lock(directory / "server.lock"):
-        info = find_server(directory, ping)
+        info = find_server(directory, ping, hung_error=True)
         if info is not None:
             return info
         if not spawn:
@@ -164,9 +256,15 @@ def stop_server(
 ) -> bool:
     """Stop a server: ask it (authenticated SHUTDOWN), then SIGTERM, then SIGKILL.
 
-    Returns ``True`` once the process is gone.
+    Returns ``True`` once the process is gone. A signal goes only to the
+    process that wrote ``info`` (same pid *and* start time, see
+    :func:`is_our_server`): a pid reused by another process is never signalled.
     """
-    pid = int(info["pid"])
+    pid = recorded_pid(info)
+    if pid is None or not is_our_server(info):
+        logger.info("server %s (pid %r) is no longer running", info.get("address"),
+                    info.get("pid"))
+        return True
     if request_stop is not None:
         try:
             request_stop(info)
@@ -176,8 +274,12 @@ def stop_server(
             )
     for sig, wait in ((None, timeout / 2), (signal.SIGTERM, timeout / 2), (signal.SIGKILL, 5)):
         if sig is not None:
+            if not is_our_server(info):
+                return True  # gone (its pid may already belong to another process)
             try:
                 os.kill(pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(pid, signal.SIGCONT)  # a stopped server must run to exit
             except ProcessLookupError:
                 return True
         deadline = time.monotonic() + wait

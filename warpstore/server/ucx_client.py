@@ -103,7 +103,7 @@ class UCXClient(RequestClient):
             self._drop_soon(address)
             op, key, _ = requests[0]
             raise ConnectorConnectionError(
-                f"no reply from server {address} within {timeout:g} s to "
+                f"no reply from server {address} within {timeout:g} s (the client's timeout) to "
                 f"{Op(op).name} of key {key.decode(errors='replace')!r} "
                 f"(from node {node_name()}): is the server running and reachable?"
             ) from None
@@ -211,7 +211,6 @@ class UCXClient(RequestClient):
             if status != Status.CONTINUE:
                 return status, reply
             payload = data if isinstance(data, np.ndarray) else np.frombuffer(view, np.uint8)
-            await ep.send(bytearray(session.data_header(counter, key, view) + key + TRAILER))
             await ep.send(payload)
         return await self._reply(ep, address, session, counter, op, key)
 

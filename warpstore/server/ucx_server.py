@@ -131,7 +131,9 @@ class UCXServer:
         body = reply.data if reply.status == Status.OK else reply.message.encode()
         if body is not None and memoryview(body).nbytes == 0:
             body = None
-        await self._send(ep, self.auth.reply(session, h, key, reply.status, body, kind), key, body)
+        tag = reply.tag if reply.status == Status.OK else None
+        header = self.auth.reply(session, h, key, reply.status, body, kind, data_tag=tag)
+        await self._send(ep, header, key, body)
 
     async def _serve_endpoint(self, ep: Any) -> None:
         self._endpoints.add(ep)
@@ -172,7 +174,7 @@ class UCXServer:
             raise Refused(Status.BAD_REQUEST, str(e)) from None
         end = HEADER_SIZE + h.key_len
         key = bytes(first[HEADER_SIZE:end])
-        eager = h.data_len <= EAGER_MAX and h.kind != Kind.DATA and not h.flags & Flags.STAGED
+        eager = h.data_len <= EAGER_MAX and not h.flags & Flags.STAGED
         if not eager and h.kind == Kind.REQUEST and not h.flags & Flags.STAGED:
             raise Refused(Status.BAD_REQUEST, f"data of {h.data_len} bytes must be staged")
         data = first[end : end + h.data_len] if eager and h.data_len else None
@@ -192,8 +194,6 @@ class UCXServer:
             reply_header, reply_data = self.auth.hello_reply(h)
             await self._send(ep, reply_header, b"", reply_data)
             return
-        if h.kind != Kind.REQUEST:
-            raise Refused(Status.BAD_REQUEST, "DATA without an accepted announcement")
         op = h.op
         if op != Op.PUT:
             reply = (
@@ -205,7 +205,8 @@ class UCXServer:
             return
         if not h.flags & Flags.STAGED:  # the data came in the same message
             buffer = np.frombuffer(data if data is not None else b"", dtype=np.uint8).copy()
-            await self._reply(ep, session, h, key, self._handle(op, key, buffer, h.data_len))
+            reply = self._handle(op, key, buffer, h.data_len, h.data_tag_pair)
+            await self._reply(ep, session, h, key, reply)
             return
         # two-step PUT: refuse before the data is sent, or reserve room and ask for it
         table = self.core.table
@@ -220,23 +221,18 @@ class UCXServer:
             return
         table.reserved += h.data_len
         try:
-            self.auth.stage(session, h, key)
             await self._reply(ep, session, h, key, Reply(Status.CONTINUE), Kind.CONTINUE)
-            second = bytearray(FIRST_MESSAGE_MAX)
-            await ep.recv(second)
-            view = memoryview(second)
-            h2, key2, _ = self._first_parts(view)
-            if h2.kind != Kind.DATA or h2.counter != h.counter or key2 != key:
-                raise Refused(Status.BAD_REQUEST, "expected the DATA of the announced PUT")
-            await ep.recv(buffer)
-            self.auth.check(view[:HEADER_SIZE], key2, buffer)
+            await ep.recv(buffer)  # the producer's tag in h covers it, checked by consumers
         finally:
             table.reserved -= h.data_len
-        await self._reply(ep, session, h, key, self._handle(op, key, buffer, h.data_len))
+        reply = self._handle(op, key, buffer, h.data_len, h.data_tag_pair)
+        await self._reply(ep, session, h, key, reply)
 
-    def _handle(self, op: int, key: bytes, data: Any, nbytes: int) -> Reply:
+    def _handle(
+        self, op: int, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+    ) -> Reply:
         try:
-            return self.core.handle(op, key, data, nbytes)
+            return self.core.handle(op, key, data, nbytes, tag)
         except Exception as e:  # a bug must not take the node's data down with it
             logger.exception("%s: error handling op %s key %r", self.core.describe(), op, key)
             return Reply(Status.ERROR, message=f"server error: {type(e).__name__}: {e}")

@@ -20,9 +20,9 @@ from typing import Any
 
 import zmq
 
-from warpstore.server.auth import Refused, ServerAuth
+from warpstore.server.auth import Refused, ServerAuth, ServerSession
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
-from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Kind, Op, Status
+from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Header, Kind, Op, Status
 
 __all__ = ["ZMQServer", "format_tcp_address"]
 
@@ -55,7 +55,6 @@ class ZMQServer:
     def __init__(
         self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
     ) -> None:
-        self.auth = ServerAuth(token, memory_limit)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -65,6 +64,8 @@ class ZMQServer:
         # than the largest object it could ever store.
         self.max_frame = max_frame_size(memory_limit)
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # clients learn the limit in HELLO and never send a frame libzmq would cut off
+        self.auth = ServerAuth(token, self.max_frame)
         # Heartbeats: connections of dead or hung clients are closed within seconds.
         self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
@@ -133,6 +134,22 @@ class ZMQServer:
         header, data = self.auth.refusal(status, message)
         self._send(identity, header, b"", data)
 
+    def _announced(
+        self, identity: Any, session: ServerSession, header: Header, key: bytes
+    ) -> None:
+        """A two-step PUT's announcement: CONTINUE only if the store has room now."""
+        if not key or not self.core.table.can_hold(key, header.data_len):
+            reply = self.core.handle(Op.PUT, key, b"", header.data_len)  # the refusal
+            body = reply.message.encode() or None
+            self._send(identity, self.auth.reply(session, header, key, reply.status, body), key,
+                       body)
+            return
+        self.auth.stage(session, header, key)
+        continue_header = self.auth.reply(
+            session, header, key, Status.CONTINUE, None, kind=Kind.CONTINUE
+        )
+        self._send(identity, continue_header, key, None)
+
     def _serve_one(self, frames: list[Any]) -> None:
         identity, parts = frames[0], frames[1:]
         if len(parts) not in (2, 3):
@@ -155,17 +172,25 @@ class ZMQServer:
         if data is not None and len(data) == 0:
             self._refuse(identity, Status.BAD_REQUEST, "empty data frame")
             return
+        staged_data = data is not None and header_frame.bytes[7] & Flags.STAGED
+        session_or_none: ServerSession | None
         try:
-            header, session = self.auth.check(header_frame.buffer, key, data)
+            if staged_data:  # the data of a two-step PUT that got CONTINUE
+                header, session_or_none = self.auth.check_staged_data(
+                    header_frame.buffer, key, data
+                )
+            else:
+                header, session_or_none = self.auth.check(header_frame.buffer, key, data)
         except Refused as r:
             self._refuse(identity, r.status, r.message)
             return
-        if session is None:  # an authentic HELLO: open a session
+        if session_or_none is None:  # an authentic HELLO: open a session
             reply_header, reply_data = self.auth.hello_reply(header)
             self._send(identity, reply_header, b"", reply_data)
             return
-        if header.kind != Kind.REQUEST or header.flags & Flags.STAGED:
-            self._refuse(identity, Status.BAD_REQUEST, "ZeroMQ PUTs carry their data")
+        session = session_or_none
+        if header.flags & Flags.STAGED and data is None:
+            self._announced(identity, session, header, key)
             return
         nbytes = 0 if data is None else len(data)
         if header.op != Op.PUT and nbytes:
@@ -174,7 +199,7 @@ class ZMQServer:
             if header.op == Op.PUT and data is None:
                 data = b""
             try:
-                reply = self.core.handle(header.op, key, data, nbytes)
+                reply = self.core.handle(header.op, key, data, nbytes, header.data_tag_pair)
             except Exception as e:  # a bug must not take the node's data down with it
                 logger.exception(
                     "%s: error handling op %s key %r", self.core.describe(), header.op, key
@@ -183,4 +208,6 @@ class ZMQServer:
         body = reply.data if reply.status == Status.OK else reply.message.encode()
         if body is not None and memoryview(body).nbytes == 0:
             body = None
-        self._send(identity, self.auth.reply(session, header, key, reply.status, body), key, body)
+        tag = reply.tag if reply.status == Status.OK else None
+        reply_header = self.auth.reply(session, header, key, reply.status, body, data_tag=tag)
+        self._send(identity, reply_header, key, body)
