@@ -171,6 +171,9 @@ def main() -> None:
         "--no-original", action="store_true", help="skip the original design (no venv install)"
     )
     parser.add_argument("--no-ucx", action="store_true", help="skip the UCX transport")
+    parser.add_argument(
+        "--encrypt", action="store_true", help="also ZMQConnector(encrypt=True): AES-GCM data"
+    )
     parser.add_argument("--sizes", default=",".join(s.replace(" ", "") for s in SIZES))
     args = parser.parse_args()
     sizes = {s: parse_size(s) for s in args.sizes.split(",")}
@@ -183,6 +186,13 @@ def main() -> None:
     finally:
         zmq.stop_server()
         zmq.close()
+    if args.encrypt:
+        enc = ZMQConnector(address="127.0.0.1", runtime_dir=runtime, encrypt=True)
+        try:
+            results["warpstore ZMQConnector encrypt"] = measure_connector(enc, sizes)
+        finally:
+            enc.stop_server()
+            enc.close()
     if not args.no_ucx:
         try:
             from warpstore.connectors.ucx import UCXConnector

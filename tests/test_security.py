@@ -701,3 +701,12 @@ def test_malformed_or_huge_peer_reply_fails_the_request_at_once() -> None:
         assert asyncio.run(scenario(bad)) != "accepted", bad
     huge = json.dumps({"rid": "r1", "size": MAX_OBJECT_SIZE + 1})
     assert "exceeds" in asyncio.run(scenario(huge))
+
+
+def test_encryption_is_a_site_config_key() -> None:
+    from warpstore.hpc.connectors import node_server_settings
+    from warpstore.hpc.siteconfig import load_site
+
+    assert "encrypt" not in node_server_settings(load_site("local"), "zmq")
+    site = load_site("local", ["connector.encrypt=true"])
+    assert node_server_settings(site, "ucx")["encrypt"] is True

@@ -108,7 +108,7 @@ def _check_table(
             allowed = ", ".join(sorted(table))
             raise SiteConfigError(f"{source}: unknown key '{prefix}{key}'; allowed keys: {allowed}")
         types, meaning = table[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise SiteConfigError(
                 f"{source}: key '{prefix}{key}' must be {names} ({meaning}), "
