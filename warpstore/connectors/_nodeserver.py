@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from warpstore.exceptions import StoreFullError
 from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
@@ -72,14 +73,16 @@ class _SegmentAllocator:
     (under :data:`shm.INLINE_MAX`) get a plain ``bytearray`` for the socket.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, check: Callable[[int], None]) -> None:
         self.directory = directory
+        self.check = check  # refuses sizes the server can never take, before any write
         self.made: list[str] = []
         self._mappings: list[Any] = []
 
     def __call__(self, n: int) -> Any:
         if n < shm.INLINE_MAX:
             return bytearray(n)  # small: the socket is cheaper than a segment
+        self.check(n)
         name, mapping = shm.create_segment(self.directory, n)
         self.made.append(name)
         self._mappings.append(mapping)
@@ -88,6 +91,7 @@ class _SegmentAllocator:
     def gather(self, parts: Sequence[Any], total: int) -> Any:
         if total < shm.INLINE_MAX:
             return None  # the serializer assembles it in a bytearray from __call__
+        self.check(total)
         name = shm.write_segment(self.directory, parts)
         self.made.append(name)
         mapping = shm.open_segment(self.directory, name, total)  # lazy: only its size is read
@@ -370,9 +374,20 @@ class NodeServerConnector:
             return buffer
         return memoryview(mapping)
 
+    def _refuse_oversized(self, address: str, key: bytes, nbytes: int) -> None:
+        """Refuse, before writing a byte, an object larger than the server's memory limit."""
+        info = self._local_info()
+        limit = info.get("memory_limit") if info else None
+        if limit is not None and nbytes > limit:
+            raise StoreFullError(
+                f"server {address} takes objects of at most {limit} bytes (its memory "
+                f"limit); cannot take {nbytes} bytes for key {key.decode(errors='replace')}"
+            )
+
     def _put_segment(
         self, address: str, directory: Path, key: bytes, view: memoryview, cache: bool = False
     ) -> None:
+        self._refuse_oversized(address, key, view.nbytes)
         name = shm.write_segment(directory, [view])
         try:
             fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
@@ -471,7 +486,10 @@ class NodeServerConnector:
         if directory is None:
             self.set(key, write(None))
             return key
-        allocate = _SegmentAllocator(directory)
+        object_id = key.object_id.encode()
+        allocate = _SegmentAllocator(
+            directory, lambda n: self._refuse_oversized(key.address, object_id, n)
+        )
         try:
             data = write(allocate)
             if not allocate.made:
