@@ -33,6 +33,7 @@ from warpstore.server.protocol import (
 
 
 def test_server_registers_each_object_once(margo_server: Any, margo_connector: Any) -> None:
+    margo_connector.shared_memory = False  # the RDMA path, as from another node
     big = np.arange(2 << 20, dtype=np.uint8)
     key = margo_connector.put(big)
     server = margo_server.server

@@ -77,7 +77,7 @@ def stop_all(runtime: Path) -> None:
 
 
 def test_put_get_evict_and_zero_copy_numpy(runtime: Path) -> None:
-    store = Store("ucx-store", UCXConnector(timeout=20), populate_target=False)
+    store = Store("ucx-store", UCXConnector(timeout=20, copy=True), populate_target=False)
     try:
         key = store.connector.put(b"hello")
         assert isinstance(key, UCXKey) and key.address.startswith("ucx://127.0.0.1:")

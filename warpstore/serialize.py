@@ -19,7 +19,16 @@ tag       body
           pickle stream and of each out-of-band buffer, the pickle stream,
           then the buffers. cloudpickle output uses the same tag (it is
           loadable by ``pickle``), it is only tried when pickle refuses.
+``b'G'``  device array (CuPy, PyTorch, JAX, Numba or a registered kind): ``u32``
+          header length, a JSON header (kind, dtype, shape, device), the raw
+          bytes 64-byte aligned; see :mod:`warpstore._gpu`
 ========  =====================================================================
+
+Shared memory: a buffer whose exporter's class says ``warpstore_views = True``
+(a same-node segment mapping, :class:`warpstore.server.shm.SegmentMap`) is
+read-only and shared by every process of the node; numpy arrays and bytes
+made from it are read-only *views* of it (a ``memoryview`` for bytes), with
+no copy at all. Everything else made from it is a private copy.
 
 The result is one writable buffer (a ``bytearray``, or for large messages a
 ``memoryview`` of uninitialised memory): it is written once (one copy of the data) and,
@@ -42,6 +51,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from warpstore import _gpu
 from warpstore.exceptions import SerializationError
 
 __all__ = [
@@ -73,7 +83,9 @@ _ALIGN = 64
 _LARGE = 1 << 20
 
 
-def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
+def _assemble(
+    parts: list[BytesLike], allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview:
     """Copy ``parts`` into one writable buffer, touching each byte once.
 
     ``bytearray(n)`` zero-fills before we overwrite it: for large messages an
@@ -81,12 +93,14 @@ def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
     58 ms here), so it is used whenever numpy is already loaded.
     """
     total = sum(memoryview(p).nbytes for p in parts)
-    np = _numpy_module()
-    out: bytearray | memoryview
-    if np is not None and total >= _LARGE:
-        out = memoryview(np.empty(total, dtype=np.uint8))
-    else:
-        out = bytearray(total)
+    gather = getattr(allocate, "gather", None)
+    if gather is not None:
+        # the destination takes the parts as they are (a shared-memory segment
+        # written with writev): no buffer to fill here
+        gathered = gather(parts, total)
+        if gathered is not None:
+            return gathered  # type: ignore[no-any-return]
+    out = (allocate or _allocate)(total)
     view = out if isinstance(out, memoryview) else memoryview(out)
     pos = 0
     for p in parts:
@@ -97,13 +111,23 @@ def _assemble(parts: list[BytesLike]) -> bytearray | memoryview:
     return out
 
 
+def _allocate(total: int) -> bytearray | memoryview:
+    """A writable buffer of ``total`` bytes, uninitialised when large (see :func:`_assemble`)."""
+    np = _numpy_module()
+    if np is not None and total >= _LARGE:
+        return memoryview(np.empty(total, dtype=np.uint8))
+    return bytearray(total)
+
+
 def _numpy_module() -> Any:
     # numpy is optional: only look it up if the caller already imported it,
     # so serializing a str never pays numpy's import time.
     return sys.modules.get("numpy")
 
 
-def _serialize_numpy(np: Any, arr: Any) -> bytearray | memoryview | None:
+def _serialize_numpy(
+    np: Any, arr: Any, allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview | None:
     if arr.dtype.hasobject:
         return None  # object arrays hold references: pickle them
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
@@ -114,10 +138,10 @@ def _serialize_numpy(np: Any, arr: Any) -> bytearray | memoryview | None:
     # on unaligned data more slowly, and with different rounding in reductions.
     header_bytes += b" " * (-(1 + _U32.size + len(header_bytes)) % _ALIGN)
     data = arr.reshape(-1, order="F" if header["fortran_order"] else "C").view(np.uint8)
-    return _assemble([_NUMPY, _U32.pack(len(header_bytes)), header_bytes, data.data])
+    return _assemble([_NUMPY, _U32.pack(len(header_bytes)), header_bytes, data.data], allocate)
 
 
-def _deserialize_numpy(view: memoryview) -> Any:
+def _deserialize_numpy(view: memoryview, views: bool = False) -> Any:
     import numpy as np
 
     (hlen,) = _U32.unpack_from(view, 1)
@@ -136,13 +160,15 @@ def _deserialize_numpy(view: memoryview) -> Any:
             f"numpy payload has {data.nbytes} bytes, header says {count * dtype.itemsize}"
         )
     flat = np.frombuffer(data, dtype=dtype, count=count)
-    if data.readonly or not flat.flags.aligned:
+    if (data.readonly and not views) or not flat.flags.aligned:
         flat = flat.copy()  # writable, aligned, and independent of the caller's buffer
     order = "F" if header["fortran_order"] else "C"
     return flat.reshape(shape, order=order)  # type: ignore[call-overload]
 
 
-def _serialize_pickle(obj: Any) -> bytearray | memoryview:
+def _serialize_pickle(
+    obj: Any, allocate: Callable[[int], Any] | None = None
+) -> bytearray | memoryview:
     buffers: list[pickle.PickleBuffer] = []
     try:
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
@@ -160,7 +186,7 @@ def _serialize_pickle(obj: Any) -> bytearray | memoryview:
             ) from e
     raws = [b.raw() for b in buffers]
     lengths = b"".join(_U64.pack(len(r)) for r in [memoryview(stream), *raws])
-    return _assemble([_PICKLE, _U32.pack(len(raws)), lengths, stream, *raws])
+    return _assemble([_PICKLE, _U32.pack(len(raws)), lengths, stream, *raws], allocate)
 
 
 def _deserialize_pickle(view: memoryview) -> Any:
@@ -265,8 +291,11 @@ def _deserialize_user(view: memoryview) -> Any:
     return user.deserialize(view[start + n :])
 
 
-def serialize(obj: Any) -> bytearray | memoryview:
-    """Turn ``obj`` into bytes, with no pickling for bytes, str and numpy arrays.
+def serialize(obj: Any, allocate: Callable[[int], Any] | None = None) -> bytearray | memoryview:
+    """Turn ``obj`` into bytes, with no pickling for bytes, str, numpy and device arrays.
+
+    ``allocate(n)``, if given, returns the writable buffer of ``n`` bytes to
+    write the message into (a shared-memory segment, say); it is called once.
 
     Raises:
         SerializationError: if neither pickle nor cloudpickle can handle ``obj``;
@@ -282,15 +311,18 @@ def serialize(obj: Any) -> bytearray | memoryview:
             if isinstance(obj, user.types):
                 return _serialize_user(user, obj)
     if isinstance(obj, bytes | bytearray | memoryview):
-        return _assemble([_BYTES, obj])
+        return _assemble([_BYTES, obj], allocate)
     if type(obj) is str:
-        return _assemble([_STR, obj.encode("utf-8", "surrogatepass")])
+        return _assemble([_STR, obj.encode("utf-8", "surrogatepass")], allocate)
     np = _numpy_module()
     if np is not None and type(obj) is np.ndarray:
-        out = _serialize_numpy(np, obj)
+        out = _serialize_numpy(np, obj, allocate)
         if out is not None:
             return out
-    return _serialize_pickle(obj)
+    device_array = _gpu.serialize_device_array(obj, allocate or _allocate)
+    if device_array is not None:
+        return device_array
+    return _serialize_pickle(obj, allocate)
 
 
 def deserialize(data: BytesLike) -> Any:
@@ -305,17 +337,20 @@ def deserialize(data: BytesLike) -> Any:
     if view.nbytes == 0:
         raise SerializationError("cannot deserialize an empty buffer")
     tag = bytes(view[:1])
+    views = view.readonly and getattr(type(view.obj), "warpstore_views", False) is True
     try:
         if tag == _BYTES:
-            return bytes(view[1:])
+            return view[1:] if views else bytes(view[1:])
         if tag == _STR:
             return str(view[1:], "utf-8", "surrogatepass")
         if tag == _NUMPY:
-            return _deserialize_numpy(view)
+            return _deserialize_numpy(view, views)
         if tag == _PICKLE:
             return _deserialize_pickle(view)
         if tag == _USER:
             return _deserialize_user(view)
+        if tag == _gpu.TAG:
+            return _gpu.deserialize_device_array(view)
     except SerializationError:
         raise
     except Exception as e:

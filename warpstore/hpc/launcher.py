@@ -311,10 +311,14 @@ def _collect_report(
                 "address": data.get("address"),
                 "objects_left": final.get("objects", 0),
                 "bytes_left": final.get("bytes", 0),
-                "puts": final.get("requests", {}).get("PUT", 0),
-                "gets": final.get("requests", {}).get("GET", 0),
+                # same-node puts and gets go through shared memory (PUT_SHM, GET_SHM)
+                "puts": sum(final.get("requests", {}).get(op, 0) for op in ("PUT", "PUT_SHM")),
+                "gets": sum(final.get("requests", {}).get(op, 0) for op in ("GET", "GET_SHM")),
                 "bytes_put": final.get("bytes_in", 0),
-                "bytes_got": final.get("bytes_out", 0),
+                "bytes_got": final.get("bytes_out", 0) + final.get("bytes_shared", 0),
+                "bytes_shared": final.get("bytes_shared", 0),
+                # node-local cache: fetched from other nodes vs served to this node's ranks
+                "cache": final.get("cache", {}),
                 "errors": final.get("errors", {}),
                 "elastic": any(
                     s.get("elastic") and s["address"] == data.get("address")

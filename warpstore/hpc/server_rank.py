@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if server is not None:
         server.serve()
+        # The server removed its own segments; a client that died mid-put leaves one
+        # (named after its pid): sweep this job's segments of dead processes here.
+        from warpstore.server.shm import cleanup_job
+
+        cleanup_job(root=os.environ.get("WARPSTORE_RUNTIME_DIR"))
     return 0
 
 

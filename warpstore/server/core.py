@@ -8,18 +8,31 @@ sees a socket, and a transport never touches the table directly.
 Stored values are whatever buffer object the transport received (a ZeroMQ
 frame, a UCX receive buffer): the core keeps that buffer as it is, so a large
 object is held once, never copied into a second Python object.
+
+With shared memory enabled (:meth:`ServerCore.enable_shm`, done by every
+server that ``warpstore server start`` runs) objects also live in segments
+of :mod:`warpstore.server.shm`: a same-node put arrives as a segment
+(``PUT_SHM``), and a same-node get (``GET_SHM``) of an object that came over
+the network moves it into a segment once and from then on only hands out its
+name. Remote gets of segment objects send the mapping itself. The byte limit
+counts each object once, wherever it lives. Because this is the core, every
+transport (ZeroMQ, UCX, Margo) gets it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from warpstore.server import shm
 from warpstore.server.protocol import Op, Status
 from warpstore.units import format_size
 
@@ -36,6 +49,8 @@ class Entry:
     nbytes: int
     created: float
     reads: int = 0
+    segment: str | None = None  # name of its shared-memory segment, if it has one
+    cached: bool = False  # a node-local copy of another node's object: dropped first
     tag: tuple[bytes, bytes] | None = None  # the producer's data tag, sent with every GET
 
 
@@ -52,27 +67,54 @@ class Reply:
 class ObjectTable:
     """Key -> buffer, never holding more than ``memory_limit`` bytes of values."""
 
-    def __init__(self, memory_limit: int | None = None) -> None:
+    def __init__(
+        self, memory_limit: int | None = None, on_drop: Callable[[Entry], None] | None = None
+    ) -> None:
         self.memory_limit = memory_limit
         self.entries: dict[bytes, Entry] = {}
         self.nbytes = 0
+        self.on_drop = on_drop  # called for each entry replaced or evicted
         self.reserved = 0  # room promised to two-step PUTs whose data is on its way
+        self.cache_dropped = 0  # node-local copies dropped to make room
 
-    def can_hold(self, key: bytes, nbytes: int) -> bool:
+    def _fits(self, key: bytes, nbytes: int) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
         used = self.nbytes + self.reserved - (old.nbytes if old else 0)
         return used + nbytes <= self.memory_limit
 
+    def can_hold(self, key: bytes, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit, after dropping node-local copies of other nodes'
+        objects (oldest first: they can be fetched again) if that makes them fit."""
+        if self._fits(key, nbytes):
+            return True
+        cached = sorted((e.created, k) for k, e in self.entries.items() if e.cached and k != key)
+        for _, victim in cached:
+            self.cache_dropped += 1
+            self.evict(victim)
+            if self._fits(key, nbytes):
+                return True
+        return False
+
     def put(
-        self, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
+        self,
+        key: bytes,
+        data: Any,
+        nbytes: int,
+        tag: tuple[bytes, bytes] | None = None,
+        segment: str | None = None,
+        cached: bool = False,
     ) -> None:
         old = self.entries.get(key)
         if old is not None:
             self.nbytes -= old.nbytes
-        self.entries[key] = Entry(data, nbytes, time.time(), tag=tag)
+        self.entries[key] = Entry(
+            data, nbytes, time.time(), segment=segment, cached=cached, tag=tag
+        )
         self.nbytes += nbytes
+        if old is not None and self.on_drop is not None:
+            self.on_drop(old)
 
     def get(self, key: bytes) -> Entry | None:
         entry = self.entries.get(key)
@@ -85,6 +127,8 @@ class ObjectTable:
         if entry is None:
             return False
         self.nbytes -= entry.nbytes
+        if self.on_drop is not None:
+            self.on_drop(entry)
         return True
 
 
@@ -103,9 +147,40 @@ class ServerCore:
     bytes_out: int = 0
     started: float = field(default_factory=time.time)
     stopping: bool = False
+    shm_dir: Path | None = None
+    bytes_shared: int = 0  # handed to same-node readers as segments, not sent
+    cache: Counter[str] = field(default_factory=Counter)  # node-local copies of remote objects
+    _token: bytes = b""
 
     def __post_init__(self) -> None:
-        self.table = ObjectTable(self.memory_limit)
+        self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
+
+    def enable_shm(self, directory: Path, token: bytes) -> None:
+        """Keep objects for same-node clients in segments under ``directory``.
+
+        Segments that crashed processes left in it are removed first.
+        """
+        removed = shm.sweep(directory)
+        if removed:
+            logger.info("removed %d segments of dead processes from %s", len(removed), directory)
+        self.shm_dir = directory
+        self._token = token
+
+    def close_shm(self) -> None:
+        """Remove every segment this server holds (at shutdown); mappings stay valid."""
+        if self.shm_dir is None:
+            return
+        for entry in self.table.entries.values():
+            if entry.segment:
+                shm.remove_segment(self.shm_dir, entry.segment)
+                entry.segment = None
+        for directory in (self.shm_dir, self.shm_dir.parent):
+            with contextlib.suppress(OSError):  # only while empty: leave others' files
+                directory.rmdir()
+
+    def _dropped(self, entry: Entry) -> None:
+        if entry.segment and self.shm_dir is not None:
+            shm.remove_segment(self.shm_dir, entry.segment)
 
     def describe(self) -> str:
         return f"{self.transport} server {self.address} on node {self.node}"
@@ -138,7 +213,26 @@ class ServerCore:
         if op == Op.SHUTDOWN:
             self.stopping = True
             return Reply(Status.OK)
+        if op == Op.PUT_SHM:
+            return self._put_shm(key)
+        if op == Op.GET_SHM:
+            return self._get_shm(key)
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
+
+    def _full(self, key: bytes, nbytes: int) -> Reply | None:
+        if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
+            return None
+        self.errors["store_full"] += 1
+        limit = self.table.memory_limit or 0
+        return Reply(
+            Status.STORE_FULL,
+            message=(
+                f"{self.describe()} is full: it holds {self.table.nbytes} bytes "
+                f"({format_size(self.table.nbytes)}) of its {limit}-byte "
+                f"({format_size(limit)}) limit and cannot take {nbytes} more "
+                f"({format_size(nbytes)}) for key {key.decode(errors='replace')}"
+            ),
+        )
 
     def _put(
         self, key: bytes, data: Any, nbytes: int, tag: tuple[bytes, bytes] | None = None
@@ -146,21 +240,81 @@ class ServerCore:
         if not key:
             self.errors["bad_request"] += 1
             return Reply(Status.BAD_REQUEST, message="PUT needs a key")
-        if not self.table.can_hold(key, nbytes):
-            self.errors["store_full"] += 1
-            limit = self.table.memory_limit or 0
-            return Reply(
-                Status.STORE_FULL,
-                message=(
-                    f"{self.describe()} is full: it holds {self.table.nbytes} bytes "
-                    f"({format_size(self.table.nbytes)}) of its {limit}-byte "
-                    f"({format_size(limit)}) limit and cannot take {nbytes} more "
-                    f"({format_size(nbytes)}) for key {key.decode(errors='replace')}"
-                ),
-            )
+        full = self._full(key, nbytes)
+        if full is not None:
+            return full
         self.table.put(key, data, nbytes, tag)
         self.bytes_in += nbytes
         return Reply(Status.OK)
+
+    def _bad(self, message: str) -> Reply:
+        self.errors["bad_request"] += 1
+        return Reply(Status.BAD_REQUEST, message=message)
+
+    def _put_shm(self, blob: bytes) -> Reply:
+        """Adopt a same-node writer's segment: ``blob`` is ``id\0segment\0size``.
+
+        A fourth field ``cache`` marks a node-local copy of another node's
+        object (fetched once by one rank for all the node's ranks): it counts
+        as fetched remotely and is the first to go when room is needed.
+        """
+        if self.shm_dir is None:
+            return self._bad(f"{self.describe()} has no shared memory")
+        try:
+            key, name_b, size_b, *flags = bytes(blob).split(b"\0")
+            name, nbytes = name_b.decode("ascii"), int(size_b)
+            if flags not in ([], [b"cache"]):
+                raise ValueError(flags)
+        except ValueError:
+            return self._bad("malformed PUT_SHM key")
+        cached = bool(flags)
+        if not key or nbytes < 0:
+            return self._bad("PUT_SHM needs a key and a size")
+        full = self._full(key, nbytes)
+        if full is not None:
+            return full  # the writer removes its segment
+        try:
+            segment, mapping = shm.adopt_segment(self.shm_dir, name, nbytes)
+        except shm.SegmentError as e:
+            return self._bad(str(e))
+        data = memoryview(mapping) if mapping is not None else b""
+        self.table.put(key, data, nbytes, segment=segment, cached=cached)
+        if cached:  # not a put of this node's: counted as a cache fill, not a PUT_SHM
+            self.requests["PUT_SHM"] -= 1
+            self.requests["CACHE_FILL"] += 1
+            self.cache["fetched_bytes"] += nbytes
+            self.cache["fetched"] += 1
+        else:
+            self.bytes_in += nbytes
+        return Reply(Status.OK)
+
+    def _get_shm(self, key: bytes) -> Reply:
+        """A same-node get: ``b"S"`` + the object's signed segment name (made now if it
+        had none), or, for objects under :data:`shm.INLINE_MAX` bytes that are not in a
+        segment, ``b"D"`` + the bytes themselves (a mapping would cost more than a copy).
+        """
+        if self.shm_dir is None:
+            return self._bad(f"{self.describe()} has no shared memory")
+        entry = self.table.get(key)
+        if entry is None:
+            return Reply(Status.NOT_FOUND)
+        if entry.segment is None:
+            if entry.nbytes < shm.INLINE_MAX:
+                self.bytes_out += entry.nbytes
+                return Reply(Status.OK, b"D" + bytes(entry.data))
+            # Arrived over the network: move it into a segment once. The
+            # received buffer is dropped, so it is still held once.
+            name, mapping = shm.create_segment(self.shm_dir, entry.nbytes, prefix="s")
+            if mapping is not None:
+                mapping[:] = entry.data
+                entry.data = memoryview(mapping)
+            entry.segment = name
+        self.bytes_shared += entry.nbytes
+        if entry.cached:
+            self.cache["served_bytes"] += entry.nbytes
+            self.cache["served"] += 1
+        signed = shm.pack_segment_reply(self._token, key, entry.segment, entry.nbytes)
+        return Reply(Status.OK, b"S" + signed)
 
     def status(self) -> dict[str, Any]:
         """What ``warpstore server status`` prints and the job report collects."""
@@ -177,6 +331,15 @@ class ServerCore:
             "errors": dict(self.errors),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "bytes_shared": self.bytes_shared,
+            # node-local cache: bytes fetched from other nodes vs served from here
+            "cache": {
+                **{
+                    k: self.cache[k] for k in ("fetched", "fetched_bytes", "served", "served_bytes")
+                },
+                "dropped": self.table.cache_dropped,
+            },
+            "shm_dir": str(self.shm_dir) if self.shm_dir else None,
             "uptime_s": round(time.time() - self.started, 3),
         }
 

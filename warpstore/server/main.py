@@ -86,6 +86,12 @@ class RunningServer:
         else:
             self.server = server_class(token, ip, port, self.node, memory_limit)
         self.memory_limit = memory_limit
+        shm_dir = None
+        if os.environ.get("WARPSTORE_SHM", "1") != "0":
+            from warpstore.server.shm import shm_directory
+
+            shm_dir = shm_directory(self.directory, job_id(), self.node, transport)
+            self.server.core.enable_shm(shm_dir, token)
         self.info_path = self.directory / "server.json"
         self.info: dict[str, Any] = {
             "address": self.server.address,
@@ -99,6 +105,7 @@ class RunningServer:
             "memory_limit": memory_limit,
             "started": time.time(),
             "log": str(self.directory / "server.log"),
+            "shm_dir": str(shm_dir) if shm_dir else None,
         }
         with file_lock(self.directory / "server.json.lock"):
             running = find_server(self.directory)
@@ -138,6 +145,7 @@ class RunningServer:
 
     def finish(self) -> dict[str, Any]:
         status: dict[str, Any] = self.server.core.status()
+        self.server.core.close_shm()
         self.server.close()
         current = read_json(self.info_path)
         if current is not None and current.get("pid") == os.getpid():

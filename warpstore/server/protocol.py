@@ -11,6 +11,7 @@ Header (little-endian)::
     offset  size  field
     0       4     magic       b"WSv2": protocol name and version
     4       1     op          PUT=1 GET=2 EXISTS=3 EVICT=4 STATUS=5 SHUTDOWN=6 HELLO=7
+                              PUT_SHM=8 GET_SHM=9 (same node: see server/shm.py)
     5       1     status      0 in requests (else refused); in replies one of ``Status``
     6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4
     7       1     flags       STAGED=1 (a PUT announced before its data), others 0
@@ -145,6 +146,11 @@ class Op(enum.IntEnum):
     STATUS = 5
     SHUTDOWN = 6
     HELLO = 7
+    # same node only (see warpstore.server.shm): no data in the request; a
+    # short GET_SHM reply naming a segment (or holding a small object);
+    # PUT_SHM's key is b"<object id>\0<segment name>\0<size>"
+    PUT_SHM = 8
+    GET_SHM = 9
 
 
 class Status(enum.IntEnum):

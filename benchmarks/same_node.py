@@ -1,0 +1,292 @@
+"""Same-node data through a node server: shared memory vs the socket vs memcpy, one run.
+
+    python benchmarks/same_node.py [--size 100MiB] [--repeat 9] [--small-seconds 3]
+                                   [--clients 1,4,8] [--no-small]
+
+Large objects (a ``--size`` numpy array through a ``Store`` and a ZeroMQ node
+server on this machine): a get as a read-only view and as a private copy
+(shared memory), a get over the socket (``shared_memory=False``, what every
+same-node get was before), and a put through shared memory and over the
+socket, next to the ceiling: ``memcpy`` of the same bytes into a fresh buffer
+(a get or a put must make new memory) and into a warm one. Medians.
+
+Broadcast (``--broadcast``): one producer puts a 64 MiB array; 4 simulated
+nodes (distinct host names, each with its own node server) x 4 ranks read it
+at once. Printed: how many transfers the owner served, and the whole read's
+time against one remote get.
+
+Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
+processes, warpstore's node server next to raw redis-py against a local
+redis-server (``redis-server`` on PATH; skipped with a message otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import median_time
+
+from warpstore.connectors.zmq import ZMQConnector
+from warpstore.store import Store
+from warpstore.units import parse_size
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:9.3f}"
+
+
+def large(size: int, repeat: int) -> list[tuple[str, float, str]]:
+    src = np.frombuffer(os.urandom(size), dtype=np.uint8)
+    warm = np.empty_like(src)
+    rows: list[tuple[str, float, str]] = []
+
+    def memcpy_fresh() -> None:
+        dst = np.empty_like(src)
+        np.copyto(dst, src)
+
+    memcpy = median_time(memcpy_fresh, repeat)
+    rows.append(("memcpy into a fresh buffer (ceiling)", memcpy, "1.00x"))
+    warm_s = median_time(lambda: np.copyto(warm, src), repeat)
+    rows.append(("memcpy into a warm buffer", warm_s, f"{warm_s / memcpy:.2f}x"))
+
+    view_c = ZMQConnector(address="127.0.0.1", timeout=60)
+    copy_c = ZMQConnector(address="127.0.0.1", timeout=60, copy=True)
+    sock_c = ZMQConnector(address="127.0.0.1", timeout=60, shared_memory=False)
+    try:
+        with (
+            Store("bench-view", view_c, cache_size=0) as view_s,
+            Store("bench-copy", copy_c, cache_size=0) as copy_s,
+            Store("bench-sock", sock_c, cache_size=0) as sock_s,
+        ):
+            key = view_s.put(src)
+            for name, store in (
+                ("get, shared memory, read-only view", view_s),
+                ("get, shared memory, private copy", copy_s),
+                ("get over the socket (before)", sock_s),
+            ):
+
+                def get(store: Any = store) -> None:
+                    out = store.get(key)
+                    assert out.nbytes == size
+
+                t = median_time(get, repeat)
+                rows.append((name, t, f"{t / memcpy:.2f}x"))
+            view_s.evict(key)
+            for name, store in (
+                ("put, shared memory", view_s),
+                ("put over the socket (before)", sock_s),
+            ):
+                times = []
+                for i in range(repeat + 2):
+                    start = time.perf_counter()
+                    k = store.put(src)
+                    if i >= 2:
+                        times.append(time.perf_counter() - start)
+                    store.evict(k)  # steady state: memory is returned between puts
+                times.sort()
+                t = times[len(times) // 2]
+                rows.append((name, t, f"{t / memcpy:.2f}x"))
+    finally:
+        view_c.stop_server()
+        for c in (view_c, copy_c, sock_c):
+            c.close()
+    return rows
+
+
+def _warpstore_pairs(seconds: float, ready: Any, go: Any, out: Any) -> None:
+    c = ZMQConnector(address="127.0.0.1", timeout=60)
+    data = b"x" * 1024
+    c.get(c.put(data))
+    ready.release()
+    go.wait()
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        key = c.put(data)
+        c.get(key)
+        c.evict(key)
+        n += 1
+    out.put(n)
+    c.close()
+
+
+def _redis_pairs(port: int, seconds: float, ready: Any, go: Any, out: Any) -> None:
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port)
+    data = b"x" * 1024
+    ready.release()
+    go.wait()
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        key = secrets.token_hex(16)
+        r.set(key, data)
+        r.get(key)
+        r.delete(key)
+        n += 1
+    out.put(n)
+
+
+def _pairs_per_s(
+    target: Callable[..., None], args: tuple[Any, ...], clients: int, seconds: float
+) -> float:
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=target, args=(*args, seconds, ready, go, out)) for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire()
+    go.set()
+    total = sum(out.get(timeout=seconds + 60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    return total / seconds
+
+
+def small(clients: list[int], seconds: float) -> list[tuple[str, float, str]]:
+    from _timing import redis_server
+
+    rows: list[tuple[str, float, str]] = []
+    starter = ZMQConnector(address="127.0.0.1", timeout=60)
+    starter.local_server()
+    try:
+        ours = {n: _pairs_per_s(_warpstore_pairs, (), n, seconds) for n in clients}
+    finally:
+        starter.stop_server()
+        starter.close()
+    theirs: dict[int, float] = {}
+    try:
+        import redis  # noqa: F401
+
+        with redis_server() as (_, port):
+            theirs = {n: _pairs_per_s(_redis_pairs, (port,), n, seconds) for n in clients}
+    except (ImportError, SystemExit) as e:
+        print(f"redis rows skipped: {e}", file=sys.stderr)
+    for n in clients:
+        ratio = f"{ours[n] / theirs[n]:.2f}x redis" if n in theirs else ""
+        rows.append((f"warpstore node server, {n} client process(es)", ours[n], ratio))
+        if n in theirs:
+            rows.append((f"raw redis-py + redis-server, {n} client process(es)", theirs[n], ""))
+    return rows
+
+
+def _broadcast_reader(node: str, key: Any, ready: Any, go: Any, out: Any) -> None:
+    os.environ["WARPSTORE_HOSTNAME"] = node
+    c = ZMQConnector(address="127.0.0.1", timeout=120)
+    c.local_server()  # this node's server is already running: found, not started
+    with Store(f"reader-{os.getpid()}", c, cache_size=0) as store:
+        ready.release()
+        go.wait()
+        value = store.get(key)
+        out.put((time.perf_counter(), value.nbytes))
+    c.close()
+
+
+def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, float, str]]:
+    ctx = mp.get_context("spawn")
+    arr = np.frombuffer(os.urandom(size), dtype=np.uint8)
+    owner = ZMQConnector(address="127.0.0.1", timeout=120)
+    servers = []
+    rows: list[tuple[str, float, str]] = []
+    try:
+        with Store("bcast-owner", owner, cache_size=0) as store:
+            key = store.put(arr)
+            # one remote get: a reader on another node with no cache
+            os.environ["WARPSTORE_HOSTNAME"] = "bcast-single"
+            single = ZMQConnector(address="127.0.0.1", timeout=120, cache_remote=False)
+            single_s = median_time(lambda: single.get(key), 5)
+            single.close()
+            for n in range(nodes):
+                os.environ["WARPSTORE_HOSTNAME"] = f"bcast-node{n}"
+                c = ZMQConnector(address="127.0.0.1", timeout=120)
+                c.local_server()
+                servers.append(c)
+            os.environ.pop("WARPSTORE_HOSTNAME")
+            gets_before = owner.server_status()["requests"].get("GET", 0)
+            ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+            procs = [
+                ctx.Process(target=_broadcast_reader, args=(f"bcast-node{n}", key, ready, go, out))
+                for n in range(nodes)
+                for _ in range(ranks)
+            ]
+            for p in procs:
+                p.start()
+            for _ in procs:
+                ready.acquire()
+            start = time.perf_counter()
+            go.set()
+            ends = [out.get(timeout=300)[0] for _ in procs]
+            whole = max(ends) - start
+            for p in procs:
+                p.join(30)
+            transfers = owner.server_status()["requests"].get("GET", 0) - gets_before
+            fetched = sum(c.server_status()["cache"]["fetched_bytes"] for c in servers)
+            served = sum(c.server_status()["cache"]["served_bytes"] for c in servers)
+            rows.append(("one remote get (no cache)", single_s, "1.00x"))
+            rows.append(
+                (
+                    f"{nodes} nodes x {ranks} ranks read it at once",
+                    whole,
+                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers; "
+                    f"nodes fetched {fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
+                    "from their copies",
+                )
+            )
+    finally:
+        for c in servers:
+            c.stop_server()
+            c.close()
+        owner.stop_server()
+        owner.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="100MiB")
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--small-seconds", type=float, default=3.0)
+    parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--no-small", action="store_true")
+    parser.add_argument("--no-large", action="store_true")
+    parser.add_argument("--broadcast", action="store_true")
+    parser.add_argument("--broadcast-size", default="64MiB")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["WARPSTORE_RUNTIME_DIR"] = tmp
+        os.environ["WARPSTORE_JOB_ID"] = f"bench-{secrets.token_hex(4)}"
+        size = parse_size(args.size)
+        if not args.no_large:
+            print(f"same node, {args.size} numpy array, {os.cpu_count()} CPUs (median ms)")
+            for name, t, ratio in large(size, args.repeat):
+                print(f"  {name:<44} {fmt_ms(t)} ms  {ratio}")
+        if args.broadcast:
+            print(f"\nbroadcast of a {args.broadcast_size} array (ms)")
+            for name, t, note in broadcast(parse_size(args.broadcast_size)):
+                print(f"  {name:<44} {fmt_ms(t)} ms  {note}")
+        if not args.no_small:
+            print("\n1 KiB put+get(+evict) pairs per second")
+            clients = [int(n) for n in args.clients.split(",")]
+            for name, rate, ratio in small(clients, args.small_seconds):
+                print(f"  {name:<52} {rate:10.0f}/s  {ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""Same-node objects through shared memory: the segments, and node servers of each transport.
+
+The unit half checks :mod:`warpstore.server.shm` on its own (names, owner,
+mode, links, sizes, crash sweeps, the MAC on segment replies); the other
+half runs real node servers (ZeroMQ and UCX, parametrized: the shared-memory
+path lives in the server core and the client base, so both must behave the
+same) and checks what a same-node user sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.procs import kill_all, processes_matching, run_python, server_infos
+from warpstore.connectors.zmq import ZMQConnector
+from warpstore.exceptions import ConnectorError, StoreFullError
+from warpstore.server import shm
+from warpstore.server.protocol import Op
+from warpstore.server.runtime import pid_alive
+from warpstore.store import Store
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# -- segments on their own -------------------------------------------------------------
+
+
+def test_created_segment_is_private_and_sized(tmp_path: Path) -> None:
+    name, mapping = shm.create_segment(tmp_path, 4096)
+    assert shm.NAME.match(name) and name.startswith(f"c-{os.getpid()}-")
+    st = os.stat(tmp_path / name)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
+    assert st.st_size == 4096 and mapping is not None and len(mapping) == 4096
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "c-1-" + "0" * 31, "s-1-" + "g" * 32, "c-1-" + "0" * 32 + "/", "", "x" * 5000]
+)
+def test_bad_segment_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(shm.SegmentError):
+        shm.open_segment(tmp_path, name, 1)
+
+
+def _segment(directory: Path, nbytes: int = 16) -> str:
+    name, _ = shm.create_segment(directory, nbytes)
+    return name
+
+
+def test_open_refuses_links_wrong_mode_size_and_non_files(tmp_path: Path) -> None:
+    target = _segment(tmp_path)
+    link = f"c-{os.getpid()}-{secrets.token_hex(16)}"
+    os.symlink(tmp_path / target, tmp_path / link)
+    with pytest.raises(shm.SegmentError, match="cannot open"):  # O_NOFOLLOW
+        shm.open_segment(tmp_path, link, 16)
+    with pytest.raises(shm.SegmentError, match="holds 16 bytes"):
+        shm.open_segment(tmp_path, target, 17)
+    os.chmod(tmp_path / target, 0o644)
+    with pytest.raises(shm.SegmentError, match="mode 644"):
+        shm.open_segment(tmp_path, target, 16)
+    fifo = f"c-{os.getpid()}-{secrets.token_hex(16)}"
+    os.mkdir(tmp_path / fifo, 0o700)
+    with pytest.raises(shm.SegmentError):
+        shm.open_segment(tmp_path, fifo, 16)
+
+
+def test_read_only_mapping_cannot_be_written(tmp_path: Path) -> None:
+    name, mapping = shm.create_segment(tmp_path, 8)
+    assert mapping is not None
+    mapping[:] = b"abcdefgh"
+    view = shm.open_segment(tmp_path, name, 8)
+    assert view is not None and bytes(view) == b"abcdefgh"
+    with pytest.raises(TypeError):
+        memoryview(view)[0] = 0
+
+
+def test_adopt_renames_to_the_server_and_refuses_its_own_names(tmp_path: Path) -> None:
+    name = _segment(tmp_path)
+    new, mapping = shm.adopt_segment(tmp_path, name, 16)
+    assert new.startswith(f"s-{os.getpid()}-") and not (tmp_path / name).exists()
+    assert (tmp_path / new).exists() and mapping is not None
+    with pytest.raises(shm.SegmentError):
+        shm.adopt_segment(tmp_path, new, 16)  # a writer never names a server segment
+
+
+def test_full_file_system_is_store_full_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    with pytest.raises(StoreFullError, match="no room for a 1048576-byte segment"):
+        shm.create_segment(tmp_path, 1 << 20)
+    assert os.listdir(tmp_path) == []
+
+
+def test_sweep_removes_only_dead_processes_segments(tmp_path: Path) -> None:
+    live = _segment(tmp_path)
+    dead = f"s-999999-{secrets.token_hex(16)}"
+    (tmp_path / dead).touch(mode=0o600)
+    (tmp_path / "unrelated").touch()
+    assert shm.sweep(tmp_path, alive=lambda pid: pid == os.getpid()) == [dead]
+    assert sorted(os.listdir(tmp_path)) == sorted([live, "unrelated"])
+
+
+def test_segment_reply_is_authenticated_and_bound_to_its_key() -> None:
+    token = secrets.token_bytes(32)
+    name = f"s-12-{secrets.token_hex(16)}"
+    reply = shm.pack_segment_reply(token, b"key", name, 123)
+    assert shm.unpack_segment_reply(token, b"key", reply) == (name, 123)
+    for bad_token, key, data in [
+        (secrets.token_bytes(32), b"key", reply),  # wrong token
+        (token, b"other", reply),  # replayed for another key
+        (token, b"key", reply.replace(b"123", b"124")),  # size changed
+        (token, b"key", b"short"),
+    ]:
+        with pytest.raises(shm.SegmentError):
+            shm.unpack_segment_reply(bad_token, key, data)
+
+
+# -- through node servers ----------------------------------------------------------------
+
+
+def _connector_class(transport: str) -> Any:
+    if transport == "ucx":
+        pytest.importorskip("ucxx")
+        from warpstore.connectors.ucx import UCXConnector
+
+        return UCXConnector
+    return ZMQConnector
+
+
+@pytest.fixture(params=["zmq", "ucx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str) -> Iterator[Path]:
+    """A private runtime root and job; servers stopped and the job's segments checked after."""
+    root = tmp_path / "rt"
+    root.mkdir()
+    job = f"shm-{secrets.token_hex(4)}"
+    monkeypatch.setenv("WARPSTORE_RUNTIME_DIR", str(root))
+    monkeypatch.setenv("WARPSTORE_JOB_ID", job)
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-a")
+    monkeypatch.setenv("WARPSTORE_ADDRESS", "127.0.0.1")
+    for var in ("WARPSTORE_TOKEN", "WARPSTORE_TOKEN_FILE", "WARPSTORE_INTERFACE", "WARPSTORE_SHM"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        yield root
+    finally:
+        cls = _connector_class(transport)
+        for info in server_infos(root):
+            c = cls(token_file=info["token_file"], timeout=5, spawn=False)
+            try:
+                c._client.request(info["address"], Op.SHUTDOWN)
+            except Exception:
+                os.kill(info["pid"], signal.SIGTERM)
+            finally:
+                c.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and pid_alive(info["pid"]):
+                time.sleep(0.02)
+        leftovers = kill_all(str(root))
+        assert not processes_matching(str(root))
+        left = shm.leftover_segments(job, root)
+        shutil.rmtree(Path("/dev/shm") / f"warpstore-{os.getuid()}" / job, ignore_errors=True)
+        assert not leftovers, f"test left server processes running: {leftovers}"
+        assert not left, f"a stopped server left segments behind: {left}"
+
+
+def _connect(transport: str, **kwargs: Any) -> Any:
+    return _connector_class(transport)(timeout=10, **kwargs)
+
+
+def test_same_node_put_and_get_use_segments(runtime: Path, transport: str) -> None:
+    c = _connect(transport)
+    with Store(f"shm-{transport}", c, cache_size=0) as store:
+        arr = np.arange(100_000, dtype=np.float64)
+        key = store.put(arr)
+        shm_dir = Path(c.local_server()["shm_dir"])
+        assert len(os.listdir(shm_dir)) == 1  # the object lives in shared memory
+        status = c.server_status()
+        assert status["requests"].get("PUT_SHM") == 1 and "PUT" not in status["requests"]
+        assert status["bytes_in"] > arr.nbytes
+
+        view = store.get(key)
+        np.testing.assert_array_equal(view, arr)
+        assert not view.flags.writeable  # a view of the shared segment, not a copy
+        with pytest.raises(ValueError):
+            view[0] = 1.0
+        status = c.server_status()
+        assert status["bytes_shared"] > arr.nbytes and status["bytes_out"] == 0
+
+        data = os.urandom(100_000)
+        got = store.get(store.put(data))
+        assert isinstance(got, memoryview) and got.readonly and got == data
+        small = store.get(store.put(b"small"))  # under 64 KiB: inline through the socket
+        assert type(small) is bytes and small == b"small"
+        assert store.get(store.put("text")) == "text"
+        assert store.get(store.put({"nested": [1, 2]})) == {"nested": [1, 2]}
+    c.close()
+
+
+def test_private_copies_when_asked(runtime: Path, transport: str) -> None:
+    writer = _connect(transport)
+    reader = _connect(transport, copy=True)
+    arr = np.arange(1000, dtype=np.int32)
+    with (
+        Store(f"w-{transport}", writer, cache_size=0) as ws,
+        Store(f"r-{transport}", reader, cache_size=0) as rs,
+    ):
+        key = ws.put(arr)
+        copy = rs.get(key)
+        assert copy.flags.writeable
+        copy[0] = -1  # changes only the private copy
+        np.testing.assert_array_equal(ws.get(key), arr)
+        got = rs.get(ws.put(b"b" * 100_000))
+        assert type(got) is bytes and got == b"b" * 100_000
+    writer.close()
+    reader.close()
+
+
+def test_evicting_a_mapped_object_leaves_readers_intact(runtime: Path, transport: str) -> None:
+    c = _connect(transport)
+    with Store(f"ev-{transport}", c, cache_size=0) as store:
+        arr = np.full(1 << 18, 7, dtype=np.uint8)
+        key = store.put(arr)
+        view = store.get(key)
+        store.evict(key)
+        assert os.listdir(c.local_server()["shm_dir"]) == []  # unlinked at once
+        assert store.get(key) is None
+        assert int(view.sum()) == 7 * (1 << 18)  # the reader's mapping is still whole
+        assert c.server_status()["bytes"] == 0
+    c.close()
+
+
+def test_memory_limit_covers_shared_memory(runtime: Path, transport: str) -> None:
+    c = _connect(transport, memory_limit=1 << 20)
+    with Store(f"full-{transport}", c, cache_size=0) as store:
+        kept = store.put(b"k" * 600_000)
+        with pytest.raises(StoreFullError, match="full"):
+            store.put(b"x" * 600_000)
+        shm_dir = Path(c.local_server()["shm_dir"])
+        assert len(os.listdir(shm_dir)) == 1  # the refused writer removed its segment
+        assert bytes(store.get(kept)) == b"k" * 600_000
+    c.close()
+
+
+def test_other_nodes_and_socket_puts_still_work(runtime: Path, transport: str) -> None:
+    local = _connect(transport)
+    # a connector with shared memory off behaves exactly as a client on another node
+    remote = _connect(transport, shared_memory=False)
+    arr = np.arange(50_000, dtype=np.float32)
+    with (
+        Store(f"l-{transport}", local, cache_size=0) as ls,
+        Store(f"rm-{transport}", remote, cache_size=0) as rs,
+    ):
+        key = ls.put(arr)  # into a segment
+        far = rs.get(key)  # sent from the mapping over the transport
+        np.testing.assert_array_equal(far, arr)
+        key2 = rs.put(arr * 2)  # over the socket
+        assert c_requests(local, "PUT") == 1
+        near = ls.get(key2)  # moved into a segment on the first same-node get
+        np.testing.assert_array_equal(near, arr * 2)
+        assert len(os.listdir(local.local_server()["shm_dir"])) == 2
+        assert [bytes(b) for b in local.get_batch([key, key2])] == [
+            bytes(ls.connector.get(key)),
+            bytes(ls.connector.get(key2)),
+        ]
+    local.close()
+    remote.close()
+
+
+def c_requests(c: Any, op: str) -> int:
+    return int(c.server_status()["requests"].get(op, 0))
+
+
+def test_forged_segment_registrations_are_refused(runtime: Path, transport: str) -> None:
+    c = _connect(transport)
+    c.put(b"start the server")
+    address = c.local_server()["address"]
+    shm_dir = Path(c.local_server()["shm_dir"])
+    theirs = _segment(shm_dir)
+    os.chmod(shm_dir / theirs, 0o644)
+    try:
+        for blob, why in [
+            (b"k\0../../../etc/passwd\0" + b"10", "refusing segment name"),
+            (b"k\0" + theirs.encode() + b"\x00" + b"16", "mode 644"),
+            (
+                b"k\0" + f"s-{os.getpid()}-{secrets.token_hex(16)}".encode() + b"\x00" + b"0",
+                "refusing",
+            ),
+            (b"no separators", "malformed"),
+        ]:
+            with pytest.raises(ConnectorError, match=why):
+                c._client.request(address, Op.PUT_SHM, blob)
+        assert c.server_status()["objects"] == 1  # and it still serves
+        assert c.server_status()["errors"]["bad_request"] == 4
+    finally:
+        (shm_dir / theirs).unlink()
+    c.close()
+
+
+def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transport: str) -> None:
+    c = _connect(transport)
+    with Store(f"crash-{transport}", c, cache_size=0) as store:
+        store.put(b"a" * 100_000)
+        store.put(np.zeros(10_000))
+    info = c.local_server()
+    os.kill(info["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(info["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = shm.leftover_segments(root=runtime)
+    assert len(left) == 2  # what a crash leaves...
+    removed = shm.cleanup_job(root=runtime)  # ...the launcher's teardown removes
+    assert sorted(removed) == left and shm.leftover_segments(root=runtime) == []
+    c.close()
+
+
+# -- node-local cache of other nodes' objects ---------------------------------------------
+
+
+def test_cache_makes_room_by_dropping_remote_copies_first(tmp_path: Path) -> None:
+    from warpstore.server.core import ServerCore
+
+    core = ServerCore("addr", "node-a", memory_limit=300_000)
+    core.enable_shm(tmp_path, secrets.token_bytes(32))
+    copy, _ = shm.create_segment(tmp_path, 200_000)
+    blob = b"\x00".join([b"cache-1", copy.encode(), b"200000", b"cache"])
+    assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+    assert core.status()["cache"]["fetched_bytes"] == 200_000
+    reply = core.handle(Op.PUT, b"own", b"x" * 150_000, 150_000)  # fits only without the copy
+    assert reply.status == 0 and b"cache-1" not in core.table.entries
+    assert core.status()["cache"]["dropped"] == 1 and os.listdir(tmp_path) == []
+    reply = core.handle(Op.PUT, b"own2", b"x" * 200_000, 200_000)  # own objects never dropped
+    assert reply.status != 0 and b"own" in core.table.entries
+    core.close_shm()
+
+
+READER = """
+import json, os
+from warpstore.connectors.{module} import {cls}, {keycls}
+from warpstore.store import Store
+c = {cls}(timeout=10)
+c.local_server()  # this "node"'s server, as the launcher starts one per node
+key = {key!r}
+out = {{}}
+with Store("reader", c, cache_size=0) as store:
+    value = store.get(key)
+    out["value"] = None if value is None else float(value.sum())
+out["status"] = c.server_status()
+print(json.dumps(out))
+"""
+
+
+def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
+    runtime: Path, transport: str
+) -> None:
+    import json
+
+    owner = _connect(transport)
+    arr = np.arange(300_000, dtype=np.float64)
+    with Store(f"own-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        names = (
+            ("ucx", "UCXConnector", "UCXKey")
+            if transport == "ucx"
+            else ("zmq", "ZMQConnector", "ZMQKey")
+        )
+        module, cls, keycls = names
+        code = READER.format(module=module, cls=cls, keycls=keycls, key=key)
+        node_b = {"WARPSTORE_HOSTNAME": "node-b"}
+        results = [json.loads(run_python(code, node_b)) for _ in range(3)]  # 3 ranks of node b
+        assert [r["value"] for r in results] == [float(arr.sum())] * 3
+        cache = results[-1]["status"]["cache"]
+        assert cache["fetched"] == 1 and cache["fetched_bytes"] > arr.nbytes
+        assert cache["served"] == 2  # the other two ranks mapped node b's copy
+        assert c_requests(owner, "GET") == 1  # the owner sent it to node b once
+
+        store.evict(key)
+        after = json.loads(run_python(code, node_b))
+        assert after["value"] is None  # never served from a stale copy
+        assert after["status"]["objects"] == 0
+    owner.close()
+
+
+def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:
+    """Margo (on the adapter double here) gets shared memory from the same core and base."""
+    arr = np.arange(200_000, dtype=np.float64)
+    with Store("shm-margo", margo_connector, cache_size=0) as store:
+        key = store.put(arr)
+        shm_dir = Path(margo_server.server.core.shm_dir)
+        assert len(os.listdir(shm_dir)) == 1
+        view = store.get(key)
+        assert not view.flags.writeable
+        np.testing.assert_array_equal(view, arr)
+        status = margo_connector.server_status()
+        assert status["requests"]["PUT_SHM"] == 1 and status["requests"]["GET_SHM"] == 1
+        store.evict(key)
+        assert os.listdir(shm_dir) == [] and float(view[-1]) == arr[-1]
+
+
+def test_device_array_goes_from_the_device_straight_into_a_segment(
+    runtime: Path, transport: str
+) -> None:
+    from tests.test_gpu_serialize import HostCudaArray, HostCudaKind
+    from warpstore import _gpu
+
+    kind = HostCudaKind()
+    _gpu.register_kind(kind)
+    try:
+        c = _connect(transport)
+        host = np.arange(100_000, dtype=np.float32)
+        with Store(f"gpu-{transport}", c, cache_size=0) as store:
+            key = store.put(HostCudaArray(host, device_id=1))
+            assert kind.copies == [host.nbytes]  # one copy off the "device", into the segment
+            assert c.server_status()["requests"]["PUT_SHM"] == 1
+            out = store.get(key)
+            assert type(out) is HostCudaArray and out.device_id == 1
+            np.testing.assert_array_equal(out.numpy(), host)
+        c.close()
+    finally:
+        _gpu.unregister_kind(HostCudaKind.name)
