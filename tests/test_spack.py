@@ -488,6 +488,10 @@ def spack_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     return runs
 
 
+# The first test to use spack_runs runs every Spack job (about 8 minutes on two idle cores).
+SPACK_TIMEOUT = pytest.mark.timeout(3600)
+
+
 def succeeded(run: Run) -> str:
     assert run.returncode == 0, run.output[-6000:]
     return run.output
@@ -502,12 +506,14 @@ def named(specs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [s for s in specs if s["name"] == name]
 
 
+@SPACK_TIMEOUT
 def test_audit_is_clean(spack_runs: dict[str, Run]) -> None:
     out = succeeded(spack_runs["audit"])
     assert "issue" not in out.lower() and "error" not in out.lower(), out
     assert out.count("passed") >= 4, out
 
 
+@SPACK_TIMEOUT
 def test_every_variant_concretizes(spack_runs: dict[str, Run]) -> None:
     run = spack_runs["variants"]
     succeeded(run)
@@ -528,6 +534,7 @@ def test_every_variant_concretizes(spack_runs: dict[str, Run]) -> None:
     assert not named(specs, "daos")  # pydaos comes with the site's DAOS
 
 
+@SPACK_TIMEOUT
 @pytest.mark.parametrize("name", ALL_ENVIRONMENTS)
 def test_environment_concretizes_as_the_readme_creates_it(
     spack_runs: dict[str, Run], name: str
@@ -553,6 +560,7 @@ def test_environment_concretizes_as_the_readme_creates_it(
         assert not any(s["name"] in {"openmpi", "mpich"} - {mpi} for s in specs)
 
 
+@SPACK_TIMEOUT
 def test_install_from_the_checkout_then_load_and_import(spack_runs: dict[str, Run]) -> None:
     """`spack install` builds this checkout's wheel; `spack load` makes it importable."""
     if "install" not in spack_runs:
