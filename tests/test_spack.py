@@ -26,7 +26,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -409,12 +411,12 @@ def install_environment(home: Path) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def spack_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+def spack_runs() -> Iterator[dict[str, Run]]:
     """Every Spack job of this module, run once, two at a time (a solve is single-threaded).
 
-    Jobs: the audit; the variant specs, each solved on its own (an environment with
-    ``unify: false``: one Spack process, one solve per spec); and each environment,
-    created with ``spack env create -d`` as the README says, then ``concretize -f``.
+    Jobs: the audit; ``spack spec`` of the default variants, of every variant on and of
+    every variant off; each environment, created with ``spack env create -d`` as the
+    README says, then ``concretize -f``; the install from a copy of the checkout.
     """
     command = find_spack()
     if command is None:
@@ -422,7 +424,15 @@ def spack_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         if os.environ.get("WARPSTORE_REQUIRE_SPACK") == "1":
             pytest.fail(f"Spack is required here (WARPSTORE_REQUIRE_SPACK=1) but {why}")
         pytest.skip(why)
-    home = tmp_path_factory.mktemp("spack")
+    # its own directory, not pytest's rotating basetemp: the batch outlives other sessions
+    home = Path(tempfile.mkdtemp(prefix="warpstore-spack-"))
+    try:
+        yield run_spack_jobs(command, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_spack_jobs(command: list[str], home: Path) -> dict[str, Run]:
     env = dict(os.environ)
     repos = {"warpstore": str(SPACK_REPO)}
     if command[0].endswith("spack-offline"):
@@ -438,20 +448,10 @@ def spack_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     (scope / "repos.yaml").write_text(yaml.safe_dump({"repos": repos}))
     spack = Spack(command, env, scope)
 
-    variants = home / "variants"
-    variants.mkdir()
-    manifest = {
-        "spack": {
-            "specs": list(variant_specs().values()),
-            "view": False,
-            "concretizer": {"unify": False},
-        }
-    }
-    (variants / "spack.yaml").write_text(yaml.safe_dump(manifest))
     packages = sorted(p.name.replace("_", "-") for p in PACKAGES.iterdir())
+    audit = ["audit", "packages", *packages]
     jobs: dict[str, tuple[list[list[str]], Path | None]] = {
-        "audit": ([["audit", "packages", *packages]], None),
-        "variants": ([["-e", str(variants), "concretize", "-f"]], variants),
+        f"spec:{name}": ([["spec", "--json", spec]], None) for name, spec in variant_specs().items()
     }
     for name in ALL_ENVIRONMENTS:
         target = home / "environments" / name
@@ -476,13 +476,16 @@ def spack_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
 
     with open("/tmp/warpstore-spack.lock", "a") as lock:  # heavy: one Spack batch at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        first = spack.run("--version")  # the offline Spack unpacks itself once, here
-        assert first.returncode == 0, first.stdout
+        # alone first: the offline Spack unpacks itself, and Spack indexes the repositories
+        # into its caches, which concurrent first runs would race to write
+        runs = {"audit": spack.job(audit)}
+        warm = spack.run("providers", "mpi")  # builds the provider index
+        assert warm.returncode == 0, warm.stdout
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
                 k: pool.submit(spack.job, *cmds, directory=d) for k, (cmds, d) in jobs.items()
             }
-            runs = {k: f.result() for k, f in futures.items()}
+            runs |= {k: f.result() for k, f in futures.items()}
     timings = ", ".join(f"{k} {r.seconds:.0f}s" for k, r in runs.items())
     print(f"\nspack jobs (2 at a time): {timings}")
     return runs
@@ -513,25 +516,36 @@ def test_audit_is_clean(spack_runs: dict[str, Run]) -> None:
     assert out.count("passed") >= 4, out
 
 
+def spec_nodes(run: Run) -> list[dict[str, Any]]:
+    """The nodes of ``spack spec --json``'s output (after the command line we echo)."""
+    out = succeeded(run)
+    data, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])  # warnings may follow
+    return list(data["spec"]["nodes"])
+
+
 @SPACK_TIMEOUT
-def test_every_variant_concretizes(spack_runs: dict[str, Run]) -> None:
-    run = spack_runs["variants"]
-    succeeded(run)
-    assert run.directory is not None
-    specs = concrete_specs(run.directory)
-    roots = named(specs, "py-warpstore")
-    assert len(roots) == len(variant_specs())
+@pytest.mark.parametrize("setting", ["default", "all-on", "all-off"])
+def test_every_variant_concretizes(spack_runs: dict[str, Run], setting: str) -> None:
+    nodes = spec_nodes(spack_runs[f"spec:{setting}"])
+    (root,) = named(nodes, "py-warpstore")
     variants = recipe()["variants"]
-    settings = sorted(tuple(sorted(r["parameters"][v] for v in variants)) for r in roots)
-    assert settings[0] == tuple([False] * len(variants))  # all off
-    assert settings[-1] == tuple([True] * len(variants))  # all on
-    # what builtin lacks comes from this repository, pymargo from Mochi's
-    (lop,) = {s["version"] for s in named(specs, "py-lazy-object-proxy")}
-    assert tuple(int(x) for x in lop.split(".")) >= (1, 10)
-    for name in ("py-lazy-object-proxy", "py-aiortc", "py-ucxx", "py-pydaos", "libsrtp"):
-        assert {s["namespace"] for s in named(specs, name)} == {"warpstore"}, name
-    assert {s["namespace"] for s in named(specs, "py-mochi-margo")} == {"mochi"}
-    assert not named(specs, "daos")  # pydaos comes with the site's DAOS
+    wanted = {
+        "default": variants,
+        "all-on": dict.fromkeys(variants, True),
+        "all-off": dict.fromkeys(variants, False),
+    }[setting]
+    assert {v: root["parameters"][v] for v in variants} == wanted
+    (lop,) = named(nodes, "py-lazy-object-proxy")  # builtin's newest is 1.7.1
+    assert lop["namespace"] == "warpstore"
+    assert tuple(int(x) for x in lop["version"].split(".")) >= (1, 10)
+    if setting == "all-on":
+        # what builtin lacks comes from this repository, pymargo from Mochi's
+        for name in ("py-aiortc", "py-ucxx", "py-pydaos", "libsrtp"):
+            assert {s["namespace"] for s in named(nodes, name)} == {"warpstore"}, name
+        assert {s["namespace"] for s in named(nodes, "py-mochi-margo")} == {"mochi"}
+        assert not named(nodes, "daos")  # pydaos comes with the site's DAOS
+    if setting == "all-off":
+        assert not named(nodes, "py-numpy") and not named(nodes, "py-pyzmq")
 
 
 @SPACK_TIMEOUT
