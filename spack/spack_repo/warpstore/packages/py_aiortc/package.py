@@ -8,10 +8,11 @@ from spack.package import *
 class PyAiortc(PythonPackage):
     """WebRTC and ORTC in Python's asyncio (warpstore's endpoints use its data channels).
 
-    Carried here because builtin has no aiortc. 1.9.0 is the newest release
-    whose dependencies builtin can satisfy (pyee 12: aiortc 1.10+ needs pyee 13)
-    with the ones this repository adds (aioice, av, pylibsrtp). sdist and sha256
-    from PyPI.
+    Carried here because builtin has no aiortc. 1.9.0 is within warpstore's range
+    (aiortc>=1.5) and its dependencies are met by builtin plus what this
+    repository adds (aioice, ifaddr, pylibsrtp, libsrtp, and PyAV 12 on builtin's
+    FFmpeg 6); newer releases can be added with ``spack checksum py-aiortc``.
+    sdist and sha256 from PyPI.
     """
 
     homepage = "https://github.com/aiortc/aiortc"
