@@ -21,7 +21,6 @@ class Libsrtp(CMakePackage):
     version("2.6.0", sha256="bf641aa654861be10570bfc137d1441283822418e9757dc71ebb69a6cf84ea6b")
 
     depends_on("c", type="build")
-    depends_on("cmake@3.21:", type="build")
     depends_on("openssl")
 
     def cmake_args(self):
