@@ -1,36 +1,32 @@
 # Copyright warpstore developers. SPDX-License-Identifier: MIT
-"""Spack recipe for warpstore: pass-by-reference data movement for HPC Python workflows.
 
-    spack repo add <warpstore checkout>/spack
-    spack install py-warpstore +mpi +ucx
+from spack_repo.builtin.build_systems.python import PythonPackage
 
-Variants map one to one onto the Python extras in pyproject.toml (tests keep
-the two in agreement), plus the transports that only Spack can build
-(``+margo``: Mochi Margo over Mercury/libfabric; ``+daos``: pydaos, shipped
-with DAOS). MPI is Spack's virtual ``mpi``, so a site's Cray MPICH or MPICH
-is used, never PyPI's ``mpich`` wheel.
-"""
-
-from spack.package import *  # Spack < 1.0 also exports PythonPackage here
-
-try:  # Spack >= 1.0: build systems live in the builtin repository
-    from spack_repo.builtin.build_systems.python import PythonPackage
-except ImportError:
-    pass
+from spack.package import *
 
 
 class PyWarpstore(PythonPackage):
     """Move data between the tasks of distributed, HPC and federated Python
     applications by reference: proxies that resolve just in time from per-node
-    storage servers (ZeroMQ, UCX, Margo), DAOS, Redis or a file system."""
+    storage servers (ZeroMQ, UCX, Margo), DAOS, Redis or a file system.
+
+    Variants map one to one onto the Python extras in pyproject.toml (tests keep
+    the two in agreement), plus the transports that only Spack provides
+    (``+margo``: Mochi Margo over Mercury/libfabric, from Mochi's repository;
+    ``+daos``: pydaos, shipped with a site's DAOS). MPI is Spack's virtual
+    ``mpi``, so a site's Cray MPICH or MPICH is used, never PyPI's ``mpich`` wheel.
+    """
 
     homepage = "https://github.com/warpstore/warpstore"
     git = "https://github.com/warpstore/warpstore.git"
 
     license("MIT")
 
-    version("main", branch="main")
-    version("0.1.0", tag="v0.1.0")
+    # No release is published yet: `develop` builds the main branch, and the site
+    # environments under spack/environments build the user's checkout (`develop:`).
+    # A release adds `pypi = "warpstore/warpstore-X.Y.Z.tar.gz"` and
+    # `version("X.Y.Z", sha256=...)` from `spack checksum py-warpstore X.Y.Z`.
+    version("develop", branch="main")
 
     variant("numpy", default=True, description="Zero-copy numpy arrays")
     variant("mpi", default=True, description="MPI launcher (mpi4py on the site's MPI)")
@@ -52,6 +48,7 @@ class PyWarpstore(PythonPackage):
     depends_on("py-cloudpickle@2.0:", type=("build", "run"))
     depends_on("py-jinja2@3.1:", type=("build", "run"))
     depends_on("py-pyyaml@6.0:", type=("build", "run"))
+    # builtin stops at 1.7.1: this repository carries py-lazy-object-proxy 1.10+
     depends_on("py-lazy-object-proxy@1.10:", type=("build", "run"))
     depends_on("py-typing-extensions@4.5:", type=("build", "run"))
     depends_on("py-cryptography@41:", type=("build", "run"))
@@ -59,23 +56,28 @@ class PyWarpstore(PythonPackage):
     with when("+numpy"):
         depends_on("py-numpy@1.24:", type=("build", "run"))
     with when("+mpi"):
-        depends_on("mpi")
+        # the launcher runs the site's mpiexec; nothing links MPI but mpi4py
+        depends_on("mpi", type="run")
         depends_on("py-mpi4py@3.1:", type=("build", "run"))
     with when("+zmq"):
         depends_on("py-pyzmq@25:", type=("build", "run"))
     with when("+ucx"):
+        # this repository's py-ucxx: RAPIDS' wheels, declared as an external (see its recipe)
         depends_on("py-ucxx@0.44:", type=("build", "run"))
         depends_on("py-numpy@1.24:", type=("build", "run"))
     with when("+margo"):
+        # Mochi's repository (mochi-hpc/mochi-spack-packages) provides py-mochi-margo
         depends_on("py-mochi-margo", type=("build", "run"))
         depends_on("py-numpy@1.24:", type=("build", "run"))
     with when("+daos"):
-        depends_on("daos", type=("build", "link", "run"))
+        # this repository's py-pydaos: the site's DAOS client, declared as an external
+        depends_on("py-pydaos", type=("build", "run"))
     with when("+redis"):
         depends_on("py-redis@4.5:", type=("build", "run"))
     with when("+globus"):
         depends_on("py-globus-sdk@3:", type=("build", "run"))
     with when("+endpoints"):
+        # builtin has no aiortc: this repository carries it and its missing dependencies
         depends_on("py-aiortc@1.5:", type=("build", "run"))
         depends_on("py-websockets@13:", type=("build", "run"))
     with when("+kafka"):
@@ -86,6 +88,8 @@ class PyWarpstore(PythonPackage):
         depends_on("py-parsl@2024.1:", type=("build", "run"))
 
     depends_on("py-pytest@7.4:", type="test")
+
+    import_modules = ["warpstore", "warpstore.store", "warpstore.connectors"]
 
     @run_after("install")
     @on_package_attributes(run_tests=True)
