@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from warpstore._closing import Closing
 from warpstore.serialize import BytesLike
 
 __all__ = [
@@ -73,23 +73,12 @@ class DeferrableConnector(Connector[KeyT], Protocol[KeyT]):
         """Store ``obj`` under a key from :meth:`new_key`."""
 
 
-class ConnectorMixin:
+class ConnectorMixin(Closing):
     """Makes a connector a context manager: ``with FileConnector(d) as c:`` closes it.
 
     Every built-in connector inherits it; a user's connector may too (the
     Protocol does not require it).
     """
-
-    def __enter__(self: Any) -> Any:
-        return self
-
-    def __exit__(
-        self: Any,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def connector_path(connector: Connector[Any] | type) -> str:

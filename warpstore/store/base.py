@@ -7,9 +7,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from warpstore._closing import Closing
 from warpstore.connectors.protocols import Connector, connector_path
 from warpstore.proxy import Proxy, ProxyLocker
 from warpstore.serialize import Deserializer, Serializer, deserialize, serialize
@@ -68,7 +68,7 @@ def _accepted_kwargs(connector: Any, method: str) -> tuple[frozenset[str], bool]
     return found
 
 
-class Store(Generic[KeyT]):
+class Store(Closing, Generic[KeyT]):
     """High-level object store: put/get Python objects and hand out proxies.
 
     The store never knows which connector it talks to: anything implementing
@@ -124,16 +124,6 @@ class Store(Generic[KeyT]):
     def __repr__(self) -> str:
         return f"Store(name={self.name!r}, connector={self.connector!r})"
 
-    def __enter__(self) -> Store[KeyT]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- configuration -----------------------------------------------------
 

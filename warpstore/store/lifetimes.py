@@ -11,9 +11,9 @@ import atexit
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from warpstore._closing import Closing
 from warpstore.proxy import Proxy, get_factory
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-class ContextLifetime:
+class ContextLifetime(Closing):
     """Evicts every object attached to it when closed (or at the end of a ``with``)."""
 
     def __init__(self, store: Store[Any] | None, *, name: str | None = None) -> None:
@@ -38,16 +38,6 @@ class ContextLifetime:
         self._lock = threading.Lock()
         self._done = False
 
-    def __enter__(self) -> ContextLifetime:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, done={self._done})"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Generator
-from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
+from warpstore._closing import Closing
 from warpstore.proxy import Proxy
 from warpstore.store import Store
 from warpstore.store.registry import get_or_create_store
@@ -33,7 +33,7 @@ _MISSING: Any = object()
 _store_lock = threading.Lock()
 
 
-class StreamConsumer(Generic[T]):
+class StreamConsumer(Closing, Generic[T]):
     """Iterates the objects of a stream until its end-of-stream event.
 
     ``for p in consumer`` yields a :class:`~warpstore.proxy.Proxy` per object
@@ -75,16 +75,6 @@ class StreamConsumer(Generic[T]):
         self._pending: list[Any] = []
         self._ended = False
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __iter__(self) -> Self:
         return self

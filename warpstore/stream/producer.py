@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from typing_extensions import Self
-
+from warpstore._closing import Closing
 from warpstore.store import Store
 from warpstore.stream.events import (
     EndOfStreamEvent,
@@ -50,7 +48,7 @@ class _TopicBuffer(Generic[T]):
     end_of_stream_sent: bool = False
 
 
-class StreamProducer(Generic[T]):
+class StreamProducer(Closing, Generic[T]):
     """Sends objects to topics of a stream (the original's ``proxystore.stream`` API).
 
     Args:
@@ -93,16 +91,6 @@ class StreamProducer(Generic[T]):
         self._keep: Filter = keep if keep is not None else NullFilter()
         self._buffers: dict[str, _TopicBuffer[T]] = {}
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _buffer(self, topic: str) -> _TopicBuffer[T]:
         buf = self._buffers.get(topic)
