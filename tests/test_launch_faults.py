@@ -209,7 +209,9 @@ def test_mpiexec_beside_the_interpreter_is_used(job: dict[str, Any]) -> None:
     proc = subprocess.run(
         [str(python), "-m", "warpstore", "launch", "--site", "local", "--",
          "mpiexec", "-n", "2", str(python), "-c",
-         "from mpi4py import MPI; c = MPI.COMM_WORLD; print('sum', c.allreduce(1), flush=True)"],
+         # one write(2) per rank: print() may write in pieces that interleave between ranks
+         "import os; from mpi4py import MPI; "
+         "os.write(1, b'sum %d\\n' % MPI.COMM_WORLD.allreduce(1))"],
         cwd=job["dir"], env={**job["env"], **extra}, capture_output=True, text=True, timeout=150,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

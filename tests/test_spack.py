@@ -353,6 +353,8 @@ INSTALL_EXTERNALS = {
     "py-pyyaml": "pyyaml",
     "py-lazy-object-proxy": "lazy-object-proxy",
     "py-typing-extensions": "typing-extensions",
+    # the wire protocol's AES-GCM; builtin's recipe would build Rust and OpenSSL
+    "py-cryptography": "cryptography",
 }
 
 
