@@ -55,6 +55,9 @@ __all__ = ["NodeServerConnector"]
 
 logger = logging.getLogger(__name__)
 
+# "not looked up yet", distinct from None ("no local server with shared memory")
+_UNSET: Any = object()
+
 
 def _close(mapping: Any) -> None:
     """Unmap a written segment now if nothing still views it (else when the last view goes)."""
@@ -299,9 +302,14 @@ class NodeServerConnector(ConnectorMixin):
             info = self._local = find_server(self.settings().directory())
         return info if info is not None and info.get("shm_dir") else None
 
-    def _shm_dir(self, address: str) -> Path | None:
-        """This node's segment directory if ``address`` is this node's server, else ``None``."""
-        info = self._local_info()
+    def _shm_dir(self, address: str, info: ServerInfo | None = _UNSET) -> Path | None:
+        """This node's segment directory if ``address`` is this node's server, else ``None``.
+
+        ``info``: this node's server as :meth:`_local_info` already returned it
+        (a get asks once, not twice).
+        """
+        if info is _UNSET:
+            info = self._local_info()
         if info is None or info.get("address") != address:
             return None
         return Path(info["shm_dir"])
@@ -414,7 +422,7 @@ class NodeServerConnector(ConnectorMixin):
         local = self._local_info()
         if local is not None and local["address"] != key.address and self.cache_remote:
             return self._get_cached(key, local)
-        directory = self._shm_dir(key.address)
+        directory = self._shm_dir(key.address, local)
         if directory is not None:
             status, reply = self._client.request(key.address, Op.GET_SHM, object_id)
             if status != Status.OK:
