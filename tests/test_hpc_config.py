@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -247,7 +249,7 @@ def test_user_file_overrides_everything(tmp_path: Path) -> None:
 # -- rendering -----------------------------------------------------------------------
 
 
-def test_polaris_script_has_what_alcf_requires() -> None:
+def test_polaris_script_has_what_alcf_requires(running_venv: Path) -> None:
     """https://docs.alcf.anl.gov/polaris/running-jobs/: -A, select with system=polaris,
     place=scatter, walltime, filesystems, -k doe; queues by size; PALS's VNI flags."""
     script = render(
@@ -266,10 +268,11 @@ def test_polaris_script_has_what_alcf_requires() -> None:
     body = script.splitlines()
     assert body.index("module use /soft/modulefiles") < body.index("module load conda")
     assert body.index("conda activate base") < body.index(
-        f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+        f"source {running_venv / 'bin' / 'activate'}"
     )  # the user's env after the site's modules
     assert "--single-node-vni" in script and "--cpu-bind none" in script
-    assert f"exec {sys.executable} -m warpstore launch --site polaris -- python wf.py" in script
+    python = running_venv / "bin" / "python"
+    assert f"exec {python} -m warpstore launch --site polaris -- python wf.py" in script
     servers = load_site("polaris")["launcher"]
     assert "--single-node-vni" in servers["servers"] and "--single-node-vni" in servers["app"]
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
@@ -607,11 +610,40 @@ def make_venv(path: Path) -> Path:
     return path
 
 
-def test_render_records_the_running_environment() -> None:
+@pytest.fixture
+def running_venv(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make this process look as if it ran from a venv, as `warpstore render` usually does.
+
+    The tests themselves may run from a venv or from the system's Python (CI installs
+    into that); what render records must not depend on which.
+    """
+    venv = make_venv(Path.home() / f".wstest-venv-{os.getpid()}")
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    monkeypatch.setattr(sys, "executable", str(venv / "bin" / "python"))
+    try:
+        yield venv
+    finally:
+        shutil.rmtree(venv)
+
+
+def test_render_records_the_running_venv(running_venv: Path) -> None:
     script = render("generic-slurm")
-    assert f"# Python environment: venv {sys.prefix}" in script
-    assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in script
-    assert f"exec {sys.executable} -m warpstore launch" in script
+    assert f"# Python environment: venv {running_venv}" in script
+    assert f"source {running_venv / 'bin' / 'activate'}" in script
+    assert f"exec {running_venv / 'bin' / 'python'} -m warpstore launch" in script
+
+
+def test_render_records_a_plain_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system's Python (no venv, no conda): called by its absolute path, nothing sourced."""
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "base_prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", "/opt/python/bin/python3")
+    script = render("generic-slurm")
+    assert "# Python environment: interpreter /opt/python/bin/python3" in script
+    assert "source " not in script and "conda activate" not in script
+    assert "exec /opt/python/bin/python3 -m warpstore launch" in script
 
 
 def test_python_env_option_and_site_key(tmp_path: Path) -> None:
@@ -626,8 +658,6 @@ def test_python_env_option_and_site_key(tmp_path: Path) -> None:
         by_key = render("generic-slurm", "--set", f"python_env={venv}")
         assert f"exec {venv}/bin/python -m warpstore" in by_key
     finally:
-        import shutil
-
         shutil.rmtree(venv)
     none = render("generic-slurm", "--python-env", "none")
     assert "source " not in none and "exec python3 -m warpstore launch" in none

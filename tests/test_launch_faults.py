@@ -306,8 +306,14 @@ def test_warpstore_run_mpi_app_inside_launch(job: dict[str, Any]) -> None:
 
 def test_wrappers_say_which_python_to_use(job: dict[str, Any]) -> None:
     """A Python without warpstore (python3 on a job's PATH): one line naming the fix."""
-    python, extra = _venv_without_mpiexec(job["dir"])
-    path = extra["PATH"] + ":/usr/bin:/bin"
+    # a bare venv: whether or not the interpreter running the tests has warpstore
+    # installed (CI installs it into the system's Python), this one must not see it
+    bare = job["dir"] / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    empty = job["dir"] / "empty-bin"
+    empty.mkdir()
+    path = f"{empty}:/usr/bin:/bin"
     env = {**job["env"], "WARPSTORE_PYTHON": str(python), "PATH": path}
     env.pop("PYTHONPATH", None)  # that Python must not find this checkout
     for wrapper in (RUN, RUN.parent / "warpstore-launch"):

@@ -104,8 +104,13 @@ def login_path() -> str:
     )
 
 
+@pytest.fixture(scope="module")
+def uvenv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return user_venv(tmp_path_factory.mktemp("venv"))
+
+
 @pytest.fixture
-def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def pbs(tmp_path: Path, uvenv: Path) -> Iterator[dict[str, Any]]:
     tag = f"wstest-{uuid.uuid4().hex[:12]}"
     env = {
         **os.environ,
@@ -116,12 +121,15 @@ def pbs(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "PBS_STANDIN_SYSTEM": "generic",
         "XDG_STATE_HOME": str(tmp_path / "state"),
         "WARPSTORE_TEST_TAG": tag,
+        # as a user would: submit from a venv that is not activated, not on PATH
+        "WARPSTORE_TEST_PYTHON": str(uvenv / "bin" / "python"),
     }
+    env.pop("VIRTUAL_ENV", None)
     for var in ("WARPSTORE_MANIFEST", "WARPSTORE_RUNTIME_DIR", "SLURM_CONF"):
         env.pop(var, None)
     work = tmp_path / "work"
     work.mkdir()
-    yield {"env": env, "dir": work, "tag": tag, "state": tmp_path / "pbs"}
+    yield {"env": env, "dir": work, "tag": tag, "state": tmp_path / "pbs", "venv": uvenv}
     no_leftovers(tag)
 
 
@@ -167,7 +175,7 @@ def test_pbs_script_runs_end_to_end_through_qsub(pbs: dict[str, Any], site: str)
         assert lines.index("module use /soft/modulefiles") < lines.index("module load daos")
         assert "--no-vni" in line and "--single-node-vni" not in line
     # the job found warpstore through the environment the script activated, not the PATH
-    assert str(Path(sys.prefix) / "bin" / "activate") in (pbs["dir"] / "job.pbs").read_text()
+    assert f"source {pbs['venv'] / 'bin' / 'activate'}" in (pbs["dir"] / "job.pbs").read_text()
 
 
 @pytest.mark.parametrize(
@@ -269,11 +277,6 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def uvenv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return user_venv(tmp_path_factory.mktemp("venv"))
 
 
 @pytest.fixture
