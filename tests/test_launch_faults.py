@@ -101,15 +101,19 @@ def test_sigkill_of_the_launcher_stops_its_servers(job: dict[str, Any]) -> None:
                 os.kill(workflow_pid, signal.SIGKILL)
 
 
-def _venv_without_mpiexec(tmp: Path) -> tuple[Path, dict[str, str]]:
+def _venv_without_mpiexec(
+    tmp: Path, system_site_packages: bool = True
+) -> tuple[Path, dict[str, str]]:
     """A Python whose directory holds no mpiexec, and an environment whose PATH has none.
 
     The venv reuses this interpreter's packages (--system-site-packages) and
-    finds this checkout of warpstore through PYTHONPATH.
+    finds this checkout of warpstore through PYTHONPATH; without system site
+    packages it has nothing at all, even where the base interpreter has warpstore.
     """
     venv = tmp / "venv"
+    site = ["--system-site-packages"] if system_site_packages else []
     subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        [sys.executable, "-m", "venv", "--without-pip", *site, str(venv)],
         check=True, timeout=60,
     )
     empty = tmp / "empty-bin"
@@ -252,7 +256,7 @@ def test_warpstore_run_mpi_app_inside_launch(job: dict[str, Any]) -> None:
 
 def test_wrappers_say_which_python_to_use(job: dict[str, Any]) -> None:
     """A Python without warpstore (python3 on a job's PATH): one line naming the fix."""
-    python, extra = _venv_without_mpiexec(job["dir"])
+    python, extra = _venv_without_mpiexec(job["dir"], system_site_packages=False)
     path = extra["PATH"] + ":/usr/bin:/bin"
     env = {**job["env"], "WARPSTORE_PYTHON": str(python), "PATH": path}
     env.pop("PYTHONPATH", None)  # that Python must not find this checkout
