@@ -3,12 +3,12 @@
     python3 benchmarks/gpu_check.py [--size 256MiB] [--repeat 5] [--no-tests] [--no-server]
 
 Run from the repository root on a machine with a CUDA GPU, CuPy and PyTorch.
-It needs numpy, cupy, torch, and warpstore's pure-Python dependencies
-(lazy-object-proxy, cloudpickle, click, jinja2, pyyaml); the node-server rows
+It needs numpy, cupy, torch, and warpstore's runtime dependencies (cloudpickle,
+click, jinja2, pyyaml, typing-extensions, cryptography); the node-server rows
 also need pyzmq and are skipped with a message without it. On a machine with
 no package index, bring wheels and install them first, e.g.::
 
-    python3 -m pip install --no-deps .whl/lazy_object_proxy-*.whl .whl/pyzmq-*.whl
+    python3 -m pip install --no-deps .whl/pyzmq-*.whl
 
 (a) runs ``tests/test_gpu_serialize.py`` with pytest (its CuPy and CUDA
     PyTorch cases are skipped elsewhere);

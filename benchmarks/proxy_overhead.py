@@ -3,7 +3,8 @@
     python benchmarks/proxy_overhead.py [--size-mib 100] [--repeat 7]
 
 Peers, measured in the same run: the bare object (the floor), the
-``lazy_object_proxy`` C proxy, and the original ProxyStore 1.1 proxy and
+``lazy_object_proxy`` C proxy (``pip install -e '.[bench]'``; warpstore itself
+does not use it), and the original ProxyStore 1.1 proxy and
 store (``pip install proxystore==1.1.0``: a benchmark-only comparison, never
 a dependency of ours; its column is skipped with a message when it is not
 installed). Per-operation rows run the candidates in rotation, ``--repeat``
@@ -33,7 +34,7 @@ from warpstore.store import Store
 
 try:
     import lazy_object_proxy
-except ImportError:  # pragma: no cover - a runtime dependency today
+except ImportError:  # pragma: no cover - the [bench] extra (pip install -e ".[bench]")
     lazy_object_proxy = None
 
 try:

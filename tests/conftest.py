@@ -219,3 +219,31 @@ def connector(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     c = how(request, tmp_path)
     yield c
     c.close()
+
+
+@pytest.fixture
+def job(tmp_path: Any) -> Iterator[dict[str, Any]]:
+    """An environment for one `warpstore launch` in ``tmp_path``; fails if it left anything.
+
+    Every process started with ``job["env"]`` carries a unique tag in its environment,
+    so the check finds servers, mpiexec and workflows however they were started.
+    Helpers that run launches in it are in tests/launching.py.
+    """
+    import uuid
+
+    from tests.procs import kill_all, processes_matching
+
+    tag = f"wstest-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "WARPSTORE_TEST_TAG": tag,
+        "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "TMPDIR": "/tmp",
+    }
+    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
+        env.pop(var, None)
+    yield {"env": env, "dir": tmp_path, "tag": tag}
+    time.sleep(0.2)
+    leftover = processes_matching(tag)
+    kill_all(tag)
+    assert not leftover, f"processes left behind: {leftover}"

@@ -392,6 +392,32 @@ def test_perlmutter_script_has_what_nersc_requires() -> None:
     assert "--network=job_vni,single_node_vni" in launcher["app"]
 
 
+# The edges of the OLCF Frontier guide's "Job Priority by Node Count" bins and of the
+# extended partition (checked against the guide's source: see site-configs/frontier.yaml).
+FRONTIER_EDGES = [
+    ("91", "02:00:00", "batch"), ("91", "02:01:00", None),
+    ("92", "06:00:00", "batch"), ("183", "06:01:00", None),
+    ("184", "12:00:00", "batch"), ("5645", "12:00:00", "batch"), ("9472", "12:00:00", "batch"),
+    ("9473", "01:00:00", None), ("1", "12:01:00", "extended"),
+    ("64", "24:00:00", "extended"), ("65", "24:00:00", None), ("64", "24:01:00", None),
+]
+
+
+@pytest.mark.parametrize(("nodes", "walltime", "partition"), FRONTIER_EDGES)
+def test_frontier_partitions_follow_the_olcf_bins(
+    nodes: str, walltime: str, partition: str | None
+) -> None:
+    args = ["render", "--site", "frontier", "-A", "a", "--nodes", nodes, "--walltime", walltime]
+    result = CliRunner().invoke(cli, [*args, "--", "x"])
+    if partition is None:
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert f"takes {nodes} nodes for {walltime}" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert sbatch_options(result.output)["--partition"] == partition
+
+
 def test_frontier_script_has_what_olcf_requires() -> None:
     """https://docs.olcf.ornl.gov/systems/frontier_user_guide.html: -A, -p batch with its
     walltime bins, -C nvme; a file store other nodes can read."""

@@ -8,71 +8,31 @@ would on several hosts. Every test tags its processes and proves none is left.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.procs import kill_all, processes_matching
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "mpi_workflow.py"
-RUN = REPO / "launch" / "warpstore-run"
+from tests.launching import (
+    EXAMPLE,
+    LAUNCH,
+    RUN,
+    job_dir,
+    launch,
+    mode,
+    report,
+    running,
+    sleeper,
+    written,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def job(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """An environment for one launch in ``tmp_path``, and a check that it left nothing."""
-    tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {
-        **os.environ,
-        "WARPSTORE_TEST_TAG": tag,
-        "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "TMPDIR": "/tmp",
-    }
-    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
-        env.pop(var, None)
-    info = {"env": env, "dir": tmp_path, "tag": tag}
-    yield info
-    time.sleep(0.2)
-    leftover = processes_matching(tag)
-    kill_all(tag)
-    assert not leftover, f"processes left behind: {leftover}"
-
-
-def launch(
-    job: dict[str, Any], *args: str, timeout: float = 150
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "warpstore", "launch", *args],
-        cwd=job["dir"],
-        env=job["env"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def job_dir(job: dict[str, Any]) -> Path:
-    (found,) = job["dir"].glob("warpstore-*/")
-    return Path(found)
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_launch_four_simulated_nodes_runs_the_example(job: dict[str, Any]) -> None:
@@ -98,9 +58,9 @@ def test_launch_four_simulated_nodes_runs_the_example(job: dict[str, Any]) -> No
     ]
     assert manifest["connector"]["type"] == "zmq"
 
-    report = json.loads((jd / "report.json").read_text())
-    assert report["exit_code"] == 0 and report["servers_reported"] == 4
-    by_node = {n["node"]: n for n in report["nodes"]}
+    rep = report(job)
+    assert rep["exit_code"] == 0 and rep["servers_reported"] == 4
+    by_node = {n["node"]: n for n in rep["nodes"]}
     assert by_node["sim0"]["puts"] == 3 and by_node["sim2"]["puts"] == 3
     assert by_node["sim1"]["puts"] == 0
     assert by_node["sim0"]["bytes_put"] >= 3 * 2 * 2**20
@@ -122,9 +82,9 @@ def test_launch_ucx_four_simulated_nodes(job: dict[str, Any]) -> None:
     manifest = json.loads((job_dir(job) / "manifest.json").read_text())
     assert manifest["connector"]["type"] == "ucx"
     assert [s["node"] for s in manifest["servers"]] == ["sim0", "sim1", "sim2", "sim3"]
-    report = json.loads((job_dir(job) / "report.json").read_text())
-    assert report["servers_reported"] == 4
-    assert sum(n["puts"] for n in report["nodes"]) == 6
+    rep = report(job)
+    assert rep["servers_reported"] == 4
+    assert sum(n["puts"] for n in rep["nodes"]) == 6
 
 
 ROUTED = (
@@ -160,8 +120,8 @@ def test_launch_routes_small_to_node_servers_large_to_files(job: dict[str, Any])
 def test_exit_status_of_the_command_is_the_launchers(job: dict[str, Any]) -> None:
     proc = launch(job, "--site", "local", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert proc.returncode == 7, proc.stderr
-    report = json.loads((job_dir(job) / "report.json").read_text())
-    assert report["exit_code"] == 7 and report["servers_reported"] == 1
+    rep = report(job)
+    assert rep["exit_code"] == 7 and rep["servers_reported"] == 1
 
 
 def test_task_store_elastic_server_joins_and_is_stopped(job: dict[str, Any]) -> None:
@@ -189,8 +149,8 @@ def test_task_store_elastic_server_joins_and_is_stopped(job: dict[str, Any]) -> 
     manifest = json.loads((jd / "manifest.json").read_text())
     assert [s["node"] for s in manifest["servers"]] == ["sim0", "sim1"]
     assert manifest["servers"][1].get("elastic") is True
-    report = json.loads((jd / "report.json").read_text())
-    assert {n["node"]: n["elastic"] for n in report["nodes"]} == {"sim0": False, "sim1": True}
+    rep = report(job)
+    assert {n["node"]: n["elastic"] for n in rep["nodes"]} == {"sim0": False, "sim1": True}
 
 
 def test_one_server_failing_fails_fast_naming_the_node(job: dict[str, Any]) -> None:
@@ -221,35 +181,23 @@ def test_bad_interface_names_node_and_interfaces(job: dict[str, Any]) -> None:
     assert "Traceback" not in proc.stderr.split("warpstore:")[-1]
 
 
-def test_sigterm_stops_workflow_and_servers_and_writes_report(job: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT],
+                         ids=lambda s: s.name)
+def test_stop_signal_ends_workflow_and_servers_in_order_with_a_report(
+    job: dict[str, Any], stop: signal.Signals
+) -> None:
+    """SIGTERM (a scheduler near the walltime), SIGUSR1 (a requested early signal), SIGINT."""
     started = job["dir"] / "started"
-    code = (
-        "import time, pathlib, warpstore\n"
-        "s = warpstore.task_store(); s.put(b'x' * 1000)\n"
-        f"pathlib.Path({str(started)!r}).touch()\n"
-        "time.sleep(120)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--",
-         sys.executable, "-c", code],
-        cwd=job["dir"], env=job["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)  # what the scheduler sends near the walltime
+    code = sleeper(started, put=1000)
+    with running(job, [*LAUNCH, "--site", "local", "--", sys.executable, "-c", code],
+                 written(started)) as proc:
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "stopped early by SIGTERM" in err
-    report = json.loads((job_dir(job) / "report.json").read_text())
-    assert report["servers_reported"] == 1 and report["exit_code"] == 128 + signal.SIGTERM
-    assert sum(n["puts"] for n in report["nodes"]) == 1
+    assert proc.returncode == 128 + stop, err
+    assert f"stopped early by {stop.name}" in err
+    rep = report(job)
+    assert rep["servers_reported"] == 1 and rep["exit_code"] == 128 + stop
+    assert sum(n["puts"] for n in rep["nodes"]) == 1
     assert "warpstore: job" in out
 
 
@@ -284,8 +232,8 @@ def test_launch_with_serverless_connectors(
     manifest = json.loads((jd / "manifest.json").read_text())
     assert manifest["connector"]["type"] == kind and manifest["servers"] == []
     assert mode(jd / "manifest.json") == 0o600
-    report = json.loads((jd / "report.json").read_text())
-    assert report["exit_code"] == 0 and report["connector"] == kind
+    rep = report(job)
+    assert rep["exit_code"] == 0 and rep["connector"] == kind
     assert f"used the {kind} connector" in proc.stdout
 
 

@@ -1,7 +1,8 @@
 """`warpstore launch` when things go wrong: nothing left running, one line, a report.
 
-Each test uses the ``job`` fixture of tests/test_launch.py, which tags every
-process the launch starts and fails the test if any is left afterwards.
+Each test uses the ``job`` fixture (tests/conftest.py), which tags every process
+the launch starts and fails the test if any is left afterwards; the stop signals
+(SIGTERM, SIGUSR1, SIGINT) are tested in tests/test_launch.py.
 """
 
 from __future__ import annotations
@@ -20,31 +21,24 @@ from typing import Any
 
 import pytest
 
-from tests import test_launch
 from tests.conftest import free_port
-from tests.test_launch import REPO, RUN, job_dir, launch
+from tests.launching import (
+    LAUNCH,
+    REPO,
+    RUN,
+    all_gone,
+    assert_one_line,
+    error_lines,
+    job_dir,
+    launch,
+    report,
+    running,
+    sleeper,
+    written,
+)
 from warpstore.server.runtime import pid_alive
 
-job = test_launch.job  # the same fixture: tagged processes, none may be left
-
 pytestmark = pytest.mark.timeout(180)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("warpstore: error:")]
-
-
-def assert_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    (line,) = error_lines(proc.stderr)
-    for needle in needles:
-        assert needle in line, line
-    return line
-
-
-def report(job: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((job_dir(job) / "report.json").read_text())
-    return data
 
 
 def test_mistyped_command_fails_like_a_shell(job: dict[str, Any]) -> None:
@@ -81,34 +75,19 @@ def test_workflow_that_fails_to_exec_tears_servers_down(job: dict[str, Any]) -> 
 
 def test_sigkill_of_the_launcher_stops_its_servers(job: dict[str, Any]) -> None:
     started = job["dir"] / "workflow.pid"
-    code = (
-        "import os, time, pathlib\n"
-        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
-        "time.sleep(120)\n"
-    )
     job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--nodes", "2", "--",
-         sys.executable, "-c", code],
-        cwd=job["dir"], env=job["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    argv = [*LAUNCH, "--site", "local", "--nodes", "2", "--",
+            sys.executable, "-c", sleeper(started)]
     workflow_pid = None
     try:
-        deadline = time.monotonic() + 60
-        while not started.exists() or not started.read_text():
-            assert launcher.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        workflow_pid = int(started.read_text())
-        manifest = json.loads((job_dir(job) / "manifest.json").read_text())
-        servers = [int(s["pid"]) for s in manifest["servers"]]
-        assert len(servers) == 2 and all(pid_alive(p) for p in servers)
-        launcher.kill()
-        launcher.wait()
-        t0 = time.monotonic()
-        while any(pid_alive(p) for p in servers) and time.monotonic() - t0 < 20:
-            time.sleep(0.1)
-        assert not any(pid_alive(p) for p in servers), "servers outlived their launcher"
+        with running(job, argv, written(started), capture=False) as launcher:
+            workflow_pid = int(started.read_text())
+            servers = [int(s["pid"]) for s in json.loads(
+                (job_dir(job) / "manifest.json").read_text())["servers"]]
+            assert len(servers) == 2 and all(pid_alive(p) for p in servers)
+            launcher.kill()
+            launcher.wait()
+        assert all_gone(servers), "servers outlived their launcher"
         # they stopped in order: each wrote its report and removed its server.json
         runtime = job_dir(job) / "runtime"
         assert len(list(runtime.glob("*/nodes/*/zmq/report.json"))) == 2
@@ -117,53 +96,24 @@ def test_sigkill_of_the_launcher_stops_its_servers(job: dict[str, Any]) -> None:
         logs += (job_dir(job) / "servers.log").read_text()
         assert "launcher pid" in logs and "has exited" in logs
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            launcher.kill()
-        launcher.wait()
         if workflow_pid is not None:  # the workflow is the test's to end (the job's, really)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(workflow_pid, signal.SIGKILL)
 
 
-def test_sigusr1_is_an_orderly_stop_with_a_report(job: dict[str, Any]) -> None:
-    started = job["dir"] / "started"
-    code = (
-        "import time, pathlib, warpstore\n"
-        "s = warpstore.task_store(); s.put(b'x' * 10)\n"
-        f"pathlib.Path({str(started)!r}).touch()\n"
-        "time.sleep(120)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--",
-         sys.executable, "-c", code],
-        cwd=job["dir"], env=job["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGUSR1)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == 128 + signal.SIGUSR1, err
-    assert "stopped early by SIGUSR1" in err
-    rep = report(job)
-    assert rep["servers_reported"] == 1 and sum(n["puts"] for n in rep["nodes"]) == 1
-
-
-def _venv_without_mpiexec(tmp: Path) -> tuple[Path, dict[str, str]]:
+def _venv_without_mpiexec(
+    tmp: Path, system_site_packages: bool = True
+) -> tuple[Path, dict[str, str]]:
     """A Python whose directory holds no mpiexec, and an environment whose PATH has none.
 
     The venv reuses this interpreter's packages (--system-site-packages) and
-    finds this checkout of warpstore through PYTHONPATH.
+    finds this checkout of warpstore through PYTHONPATH; without system site
+    packages it has nothing at all, even where the base interpreter has warpstore.
     """
     venv = tmp / "venv"
+    site = ["--system-site-packages"] if system_site_packages else []
     subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        [sys.executable, "-m", "venv", "--without-pip", *site, str(venv)],
         check=True, timeout=60,
     )
     empty = tmp / "empty-bin"
@@ -306,14 +256,8 @@ def test_warpstore_run_mpi_app_inside_launch(job: dict[str, Any]) -> None:
 
 def test_wrappers_say_which_python_to_use(job: dict[str, Any]) -> None:
     """A Python without warpstore (python3 on a job's PATH): one line naming the fix."""
-    # a bare venv: whether or not the interpreter running the tests has warpstore
-    # installed (CI installs it into the system's Python), this one must not see it
-    bare = job["dir"] / "bare-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    python = bare / "bin" / "python"
-    empty = job["dir"] / "empty-bin"
-    empty.mkdir()
-    path = f"{empty}:/usr/bin:/bin"
+    python, extra = _venv_without_mpiexec(job["dir"], system_site_packages=False)
+    path = extra["PATH"] + ":/usr/bin:/bin"
     env = {**job["env"], "WARPSTORE_PYTHON": str(python), "PATH": path}
     env.pop("PYTHONPATH", None)  # that Python must not find this checkout
     for wrapper in (RUN, RUN.parent / "warpstore-launch"):
@@ -401,35 +345,18 @@ def test_sigkill_of_a_standalone_warpstore_run_leader_stops_its_server(
     job["env"]["WARPSTORE_PYTHON"] = sys.executable
     job["env"]["WARPSTORE_SITE"] = "local"
     started = job["dir"] / "app.pid"
-    code = (
-        "import os, time, pathlib\n"
-        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
-        "time.sleep(120)\n"
-    )
-    wrapper = subprocess.Popen(
-        [str(RUN), sys.executable, "-c", code], cwd=job["dir"], env=job["env"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     app_pid = None
     try:
-        deadline = time.monotonic() + 60
-        while not started.exists() or not started.read_text():
-            assert wrapper.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        app_pid = int(started.read_text())
-        (info,) = server_infos(Path(job["env"]["WARPSTORE_RUNTIME_DIR"]))
-        server = int(info["pid"])
-        assert pid_alive(server)
-        wrapper.kill()
-        wrapper.wait()
-        t0 = time.monotonic()
-        while pid_alive(server) and time.monotonic() - t0 < 20:
-            time.sleep(0.1)
-        assert not pid_alive(server), "the server outlived the wrapper that started it"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
+        with running(job, [str(RUN), sys.executable, "-c", sleeper(started)], written(started),
+                     capture=False) as wrapper:
+            app_pid = int(started.read_text())
+            (info,) = server_infos(Path(job["env"]["WARPSTORE_RUNTIME_DIR"]))
+            server = int(info["pid"])
+            assert pid_alive(server)
             wrapper.kill()
-        wrapper.wait()
+            wrapper.wait()
+        assert all_gone([server]), "the server outlived the wrapper that started it"
+    finally:
         if app_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(app_pid, signal.SIGKILL)
@@ -438,24 +365,13 @@ def test_sigkill_of_a_standalone_warpstore_run_leader_stops_its_server(
 def test_sigterm_while_servers_start_ends_them_and_reports(job: dict[str, Any]) -> None:
     """The walltime signal can come before the workflow starts (a slow server launch)."""
     marker = job["dir"] / "workflow-ran"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "warpstore", "launch", "--site", "local",
-         "--set", "launcher.servers=sh -c 'sleep 60' never-ready", "--",
-         sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
-        cwd=job["dir"], env=job["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not list(job["dir"].glob("warpstore-*/servers.log")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+    argv = [*LAUNCH, "--site", "local", "--set", "launcher.servers=sh -c 'sleep 60' never-ready",
+            "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    with running(job, argv, lambda: bool(list(job["dir"].glob("warpstore-*/servers.log"))),
+                 timeout=30) as proc:
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     (line,) = error_lines(err)

@@ -18,7 +18,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from warpstore.connectors.file import FileConnector  # noqa: E402
+from tests.plugin_stores import counting_store, stored  # noqa: E402
 from warpstore.exceptions import ProxyResolveError  # noqa: E402
 from warpstore.plugins.distributed import Client  # noqa: E402
 from warpstore.proxy import Proxy, get_factory, is_resolved  # noqa: E402
@@ -29,16 +29,7 @@ THRESHOLD = 10_000
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store[Any]]:
-    s: Store[Any] = Store("dask-plugin", FileConnector(tmp_path_factory.mktemp("dask-objs")))
-    gets = {"n": 0}
-    real_get = s.connector.get
-
-    def counting_get(key: Any) -> Any:
-        gets["n"] += 1
-        return real_get(key)
-
-    s.connector.get = counting_get  # type: ignore[method-assign]
-    s.gets = gets  # type: ignore[attr-defined]
+    s = counting_store("dask-plugin", tmp_path_factory.mktemp("dask-objs"))
     yield s
     s.close()
 
@@ -57,10 +48,6 @@ def client(store: Store[Any]) -> Iterator[Client]:
     yield c
     c.close()
     cluster.close()
-
-
-def stored(store: Store[Any]) -> list[str]:
-    return os.listdir(store.connector.store_dir)  # type: ignore[attr-defined]
 
 
 def wait_empty(store: Store[Any], timeout: float = 10.0) -> list[str]:

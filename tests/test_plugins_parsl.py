@@ -8,6 +8,7 @@ what they received on the worker.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,9 @@ from parsl.app.app import python_app  # noqa: E402
 from parsl.serialize import facade  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
+from tests.launching import launch  # noqa: E402
+from tests.plugin_stores import counting_store, stored  # noqa: E402
 from tests.procs import processes_matching  # noqa: E402
-from warpstore.connectors.file import FileConnector  # noqa: E402
 from warpstore.plugins.parsl import ProxyStoreSerializer, register, size_of  # noqa: E402
 from warpstore.proxy import Proxy, get_factory, is_resolved  # noqa: E402
 from warpstore.store import Store  # noqa: E402
@@ -34,18 +36,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store[Any]]:
-    s: Store[Any] = Store(
-        "parsl-plugin", FileConnector(tmp_path_factory.mktemp("parsl-objs")), register=True
-    )
-    gets = {"n": 0}
-    real_get = s.connector.get
-
-    def counting_get(key: Any) -> Any:
-        gets["n"] += 1
-        return real_get(key)
-
-    s.connector.get = counting_get  # type: ignore[method-assign]
-    s.gets = gets  # type: ignore[attr-defined]
+    s = counting_store("parsl-plugin", tmp_path_factory.mktemp("parsl-objs"), register=True)
     yield s
     s.close()
 
@@ -113,10 +104,6 @@ def grow(x: Any) -> Any:
 @python_app
 def total(x: Any) -> float:
     return float(np.asarray(x).sum())
-
-
-def stored(store: Store[Any]) -> list[str]:
-    return sorted(os.listdir(store.connector.store_dir))  # type: ignore[attr-defined]
 
 
 def test_large_arguments_reach_the_app_as_unresolved_proxies(dfk: Any, store: Store[Any]) -> None:
@@ -202,32 +189,13 @@ finally:
 '''
 
 
-def test_parsl_workflow_inside_warpstore_launch(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import uuid
-
-    from tests.procs import kill_all
-
-    tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {**os.environ, "WARPSTORE_TEST_TAG": tag, "TMPDIR": "/tmp",
-           "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
-        env.pop(var, None)
-    script = tmp_path / "workflow.py"
+def test_parsl_workflow_inside_warpstore_launch(job: dict[str, Any]) -> None:
+    job["env"]["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    script = job["dir"] / "workflow.py"
     script.write_text(LAUNCH_WORKFLOW)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--",
-             sys.executable, str(script), str(tmp_path / "parsl-run")],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-        )
-    finally:
-        time.sleep(0.2)
-        leftover = processes_matching(tag)
-        kill_all(tag)
+    proc = launch(job, "--site", "local", "--", sys.executable, str(script),
+                  str(job["dir"] / "parsl-run"), timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the worker stored the large result in the job's own node server
     assert "result on " in proc.stdout and "tcp://" in proc.stdout
-    assert not leftover, f"processes left behind: {leftover}"
+    # the job fixture proves no process (interchange, worker pool, server) was left

@@ -56,6 +56,7 @@ NOT_VARIANTS = {
     "all": "a convenience bundle of other extras",
     "test": "test tooling, Spack's type='test' dependencies",
     "mpich": "PyPI's MPI for laptops; Spack uses the site's MPI through the virtual 'mpi'",
+    "bench": "benchmark comparisons (lazy-object-proxy); Spack installs no benchmarks",
 }
 # Variants with no pip extra, and why.
 SPACK_ONLY = {
@@ -228,12 +229,38 @@ def test_every_extra_has_its_variant_and_dependencies(pyproject: dict[str, Any])
     assert find(r["deps"], "daos", "+daos") is None
 
 
-def test_carried_lazy_object_proxy_satisfies_the_floor(pyproject: dict[str, Any]) -> None:
-    """builtin stops at 1.7.1: our copy must offer what pyproject.toml requires."""
-    (req,) = [d for d in pyproject["project"]["dependencies"] if "lazy-object-proxy" in d]
-    floor = tuple(int(x) for x in req.split(">=")[1].split("."))
-    carried = recipe(PACKAGES / "py_lazy_object_proxy" / "package.py")["versions"]
-    assert any(tuple(int(x) for x in v["name"].split(".")) >= floor for v in carried)
+def test_recipe_runs_on_nothing_pyproject_does_not_require(pyproject: dict[str, Any]) -> None:
+    """The other direction: every unconditional run dependency is a runtime requirement.
+
+    A dependency dropped from pyproject.toml (lazy-object-proxy became the benchmark-only
+    [bench] extra) must leave the recipe too, or every Spack user still builds it.
+    """
+    required = {spack_name(req)[0] for req in pyproject["project"]["dependencies"]}
+    for dep in recipe()["deps"]:
+        name = dep["spec"].split("@")[0].split()[0]
+        if dep["when"] is None and "run" in dep["type"] and name != "python":
+            assert name in required, f"package.py depends on {name}; pyproject.toml does not"
+
+
+def test_runtime_imports_without_the_benchmark_extra() -> None:
+    """Every warpstore module imports with lazy_object_proxy absent ([bench] only)."""
+    code = (
+        "import sys, pkgutil, importlib, warpstore\n"
+        "sys.modules['lazy_object_proxy'] = None  # import now raises ImportError\n"
+        "bad = []\n"
+        "for m in pkgutil.walk_packages(warpstore.__path__, 'warpstore.'):\n"
+        "    try:\n"
+        "        importlib.import_module(m.name)\n"
+        "    except ImportError as e:\n"
+        "        if 'lazy_object_proxy' in str(e):\n"
+        "            bad.append(m.name)\n"
+        "print(bad)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 @pytest.mark.parametrize("name", ALL_ENVIRONMENTS)
@@ -351,7 +378,6 @@ INSTALL_EXTERNALS = {
     "py-cloudpickle": "cloudpickle",
     "py-jinja2": "jinja2",
     "py-pyyaml": "pyyaml",
-    "py-lazy-object-proxy": "lazy-object-proxy",
     "py-typing-extensions": "typing-extensions",
     # the wire protocol's AES-GCM; builtin's recipe would build Rust and OpenSSL
     "py-cryptography": "cryptography",
@@ -537,9 +563,8 @@ def test_every_variant_concretizes(spack_runs: dict[str, Run], setting: str) -> 
         "all-off": dict.fromkeys(variants, False),
     }[setting]
     assert {v: root["parameters"][v] for v in variants} == wanted
-    (lop,) = named(nodes, "py-lazy-object-proxy")  # builtin's newest is 1.7.1
-    assert lop["namespace"] == "warpstore"
-    assert tuple(int(x) for x in lop["version"].split(".")) >= (1, 10)
+    # a benchmark-only extra ([bench]): py-warpstore does not depend on it
+    assert "py-lazy-object-proxy" not in {d["name"] for d in root["dependencies"]}
     if setting == "all-on":
         # what builtin lacks comes from this repository, pymargo from Mochi's
         for name in ("py-aiortc", "py-ucxx", "py-pydaos", "libsrtp"):

@@ -8,16 +8,12 @@ else (no Redis, no ZeroMQ broker) runs.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-import uuid
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.procs import kill_all, processes_matching
+from tests.launching import launch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,31 +43,14 @@ MPI.COMM_WORLD.Barrier()
 '''
 
 
-def test_stream_between_two_nodes_of_a_launch(tmp_path: Path) -> None:
-    tag = f"wstest-{uuid.uuid4().hex[:12]}"
-    env = {
-        **os.environ,
-        "WARPSTORE_TEST_TAG": tag,
-        "WARPSTORE_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "WARPSTORE_SIMULATE_NODES": "1",
-        "TMPDIR": "/tmp",
-    }
-    for var in ("WARPSTORE_MANIFEST", "WARPSTORE_JOB_ID", "WARPSTORE_TOKEN_FILE"):
-        env.pop(var, None)
-    script = tmp_path / "stream_task.py"
+def test_stream_between_two_nodes_of_a_launch(job: dict[str, Any]) -> None:
+    job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
+    script = job["dir"] / "stream_task.py"
     script.write_text(TASK)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "warpstore", "launch", "--site", "local", "--nodes", "2",
-             "--", "mpiexec", "-n", "2", sys.executable, str(script)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150,
-        )
-    finally:
-        time.sleep(0.2)
-        leftover = processes_matching(tag)
-        kill_all(tag)
+    proc = launch(job, "--site", "local", "--nodes", "2",
+                  "--", "mpiexec", "-n", "2", sys.executable, str(script))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = [line for line in proc.stdout.splitlines() if line.startswith("got ")]
     assert got == [f"got {i} from sim0" for i in range(9)]
     assert "stream done" in proc.stdout
-    assert not leftover, f"processes left behind: {leftover}"
+    # the job fixture proves no server or rank was left

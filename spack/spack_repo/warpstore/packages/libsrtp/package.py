@@ -9,8 +9,12 @@ class Libsrtp(CMakePackage):
     """libsrtp: an implementation of the Secure Real-time Transport Protocol (SRTP).
 
     Carried here for py-pylibsrtp (aiortc, warpstore's endpoints): builtin has
-    no libsrtp. The checksum is that of the GitHub release archive; re-check it
-    with ``spack checksum libsrtp 2.6.0`` on a machine that reaches GitHub.
+    no libsrtp. The checksum is that of the GitHub tag archive (refs/tags/v2.6.0);
+    it was not computed here (no access to GitHub) but agrees with the one
+    independent packagers pin for the same archive (chimera-linux/cports
+    main/libsrtp/template.py, Homebrew's srtp formula at 2.6.0, Fedora-style and
+    Arch-style recipes). Re-check with ``spack checksum libsrtp 2.6.0`` on a
+    machine that reaches GitHub.
     """
 
     homepage = "https://github.com/cisco/libsrtp"

@@ -48,8 +48,6 @@ class PyWarpstore(PythonPackage):
     depends_on("py-cloudpickle@2.0:", type=("build", "run"))
     depends_on("py-jinja2@3.1:", type=("build", "run"))
     depends_on("py-pyyaml@6.0:", type=("build", "run"))
-    # builtin stops at 1.7.1: this repository carries py-lazy-object-proxy 1.10+
-    depends_on("py-lazy-object-proxy@1.10:", type=("build", "run"))
     depends_on("py-typing-extensions@4.5:", type=("build", "run"))
     depends_on("py-cryptography@41:", type=("build", "run"))
 
