@@ -656,6 +656,27 @@ def test_sigstopped_server_is_reported_with_pid_and_fix(runtime: Path) -> None:
         c.close()
 
 
+def test_a_socket_that_lost_its_connection_while_idle_is_replaced(runtime: Path) -> None:
+    """libzmq reconnects an idle socket with its used one-time admission credential, which
+    the server refuses as a replay; the next request must open a fresh socket, not fail."""
+    c = ZMQConnector(timeout=10, heartbeat_timeout=1, shared_memory=False)
+    try:
+        info = c.local_server()
+        assert bytes(c.get(c.put(b"before"))) == b"before"
+        os.kill(info["pid"], signal.SIGSTOP)  # past the client's heartbeat timeout
+        try:
+            time.sleep(2.5)
+        finally:
+            os.kill(info["pid"], signal.SIGCONT)
+        time.sleep(1.5)  # the idle socket reconnects and is refused
+        assert bytes(c.get(c.put(b"after"))) == b"after"
+        assert "credential used before" in Path(info["log"]).read_text()
+    finally:
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
 def test_killed_server_is_noticed_in_seconds_not_at_the_timeout(runtime: Path) -> None:
     c = ZMQConnector(timeout=30)
     try:

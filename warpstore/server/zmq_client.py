@@ -49,6 +49,9 @@ _EVENTS = (
     zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | _HANDSHAKE_FAILED
 )
 
+# a socket unused this long checks its monitor before a request (~8 us, so not every time)
+_IDLE_CHECK_S = 1.0
+
 Request = tuple[int, bytes, Any]  # op, key, data or None
 
 
@@ -58,6 +61,7 @@ class _Conn:
     def __init__(self, sock: Any, monitor: Any, session: ClientSession) -> None:
         self.sock, self.monitor, self.session = sock, monitor, session
         self.connected = False
+        self.used = time.monotonic()  # last request: idle sockets check their monitor
 
 
 class ZMQClient(RequestClient):
@@ -98,7 +102,11 @@ class ZMQClient(RequestClient):
             conns = self._local.conns = {}
         conn = conns.get(address)
         if conn is not None and conn.session.open:
-            return conn
+            now = time.monotonic()
+            idle = now - conn.used > _IDLE_CHECK_S
+            conn.used = now
+            if not (idle and self._lost_while_idle(conn)):
+                return conn
         if conn is not None:
             self._drop(address)
         sock = ctx.socket(zmq.DEALER)
@@ -125,6 +133,24 @@ class ZMQClient(RequestClient):
             frames[0].buffer, frames[1].bytes, frames[2].bytes if len(frames) == 3 else None
         )
         return conn
+
+    @staticmethod
+    def _lost_while_idle(conn: _Conn) -> bool:
+        """Did the connection drop since the last request? Then use a new socket.
+
+        libzmq reconnects an idle socket on its own, offering its used one-time
+        admission credential, which the server refuses as a replay (a restarted
+        server would not know our session either): a fresh socket is cheaper
+        than a failed request.
+        """
+        lost = False
+        while conn.monitor.poll(0):
+            event = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_CONNECTED:
+                conn.connected = True
+            elif event == zmq.EVENT_DISCONNECTED or event & _HANDSHAKE_FAILED:
+                lost = True
+        return lost
 
     def _drop(self, address: str) -> None:
         conns = getattr(self._local, "conns", {})
