@@ -424,6 +424,37 @@ def test_stalled_oversized_frame_does_not_grow_the_server(runtime: Path) -> None
         c.close()
 
 
+def test_an_unadmitted_handshake_frame_is_held_at_most_the_handshake_interval(
+    runtime: Path,
+) -> None:
+    """What a peer without the token can still make libzmq hold: one handshake frame under
+    the memory limit, and only until the handshake interval ends (then it is cut off)."""
+    from warpstore.server.admission import HANDSHAKE_IVL_MS
+
+    c = ZMQConnector(timeout=10, memory_limit=64 << 20)
+    try:
+        info = c.local_server()
+        pid = info["pid"]
+        host, port = info["address"][len("tcp://") :].rsplit(":", 1)
+        before = _rss(pid)
+        s = _zmtp_connect(host, int(port))
+        start = time.monotonic()
+        with s:
+            s.sendall(b"\x06" + (48 << 20).to_bytes(8, "big"))  # a 48 MiB "HELLO", unfinished
+            s.sendall(bytes(40 << 20))
+            time.sleep(0.3)
+            assert _rss(pid) - before > 24 << 20  # libzmq holds it: the bound is real, not 0
+            limit = start + HANDSHAKE_IVL_MS / 1000 + 5
+            while _rss(pid) - before > 16 << 20 and time.monotonic() < limit:
+                time.sleep(0.25)
+            assert _rss(pid) - before < 16 << 20, "still held after the handshake interval"
+        assert bytes(c.get(c.put(b"still serving"))) == b"still serving"
+    finally:
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
 def _zmtp_command(name: bytes, body: bytes) -> bytes:
     payload = bytes([len(name)]) + name + body
     return b"\x04" + bytes([len(payload)]) + payload  # short command frame

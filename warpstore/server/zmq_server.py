@@ -73,7 +73,8 @@ class ZMQServer:
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
         # libzmq drops a connection whose frame header declares more than this, before
         # buffering any of it: nobody, token or not, makes the server hold a frame larger
-        # than the largest object it could ever store.
+        # than the largest object it could ever store (before admission: one such frame,
+        # for at most HANDSHAKE_IVL_MS).
         self.max_frame = max_frame_size(memory_limit)
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
         # clients learn the limit in HELLO and never send a frame libzmq would cut off
