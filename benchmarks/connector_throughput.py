@@ -1,6 +1,7 @@
 """Put/get throughput through one server on loopback, all peers in one run.
 
     python benchmarks/connector_throughput.py [--no-original] [--sizes 1KiB,1MiB,100MiB]
+    python benchmarks/connector_throughput.py --security-only [--rounds 3]
 
 Rows: warpstore's ZMQConnector and UCXConnector (node servers; UCX over its
 TCP and shared-memory transports here, no RDMA), RedisConnector against a real
@@ -8,11 +9,20 @@ redis-server, the original design's ZeroMQ connector (PyPI ``proxystore`` +
 ``proxystore-ex``, installed by this script into a separate virtual
 environment under ~/.cache, never a dependency of ours), and a raw TCP socket
 transfer between two processes as the ceiling. Medians of repeated runs.
+
+``--security`` (or ``--security-only``) adds what security costs on the node
+server's socket path (``shared_memory=False``, 100 MiB put + get): the data
+tags on (as shipped) and off (benchmark-only: the client's data sealer is
+swapped for one that tags nothing, in this process only; the server never
+checks data tags), ``encrypt=True``, one GMAC pass over the same bytes, and
+ZeroMQ's NULL, PLAIN (with our admission handler's ZAP round trip) and CURVE
+mechanisms on bare pyzmq sockets. On and off alternate, ``--rounds`` times.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -165,6 +175,199 @@ def measure_raw(sizes: dict[str, int]) -> dict[str, dict[str, float]]:
     return results
 
 
+# -- security costs ------------------------------------------------------------------
+
+
+class _NoDataAuth:
+    """Benchmark-only stand-in for the client's DataSealer: tags nothing, accepts all."""
+
+    def __init__(self, token: bytes) -> None:
+        pass
+
+    def tag(self, key: Any, data: Any) -> tuple[bytes, bytes]:
+        from warpstore.server.protocol import NO_DATA_TAG
+
+        return NO_DATA_TAG if data is None or not memoryview(data).nbytes else (
+            bytes(12), bytes(16)
+        )
+
+    def verify(self, key: Any, data: Any, nonce: bytes, tag: bytes) -> bool:
+        return True
+
+
+def _put_get(connector: Any, data: bytes, repeat: int) -> tuple[list[float], list[float]]:
+    puts, gets = [], []
+    for i in range(repeat + 1):  # the first round warms up
+        start = time.perf_counter()
+        key = connector.put(data)
+        put = time.perf_counter() - start
+        start = time.perf_counter()
+        out = connector.get(key)
+        get = time.perf_counter() - start
+        assert out is not None and len(out) == len(data)
+        del out
+        connector.evict(key)
+        if i:
+            puts.append(put)
+            gets.append(get)
+    return puts, gets
+
+
+def _mechanism_peer(mechanism: str, keys: tuple[bytes, bytes], port_q: Any) -> None:
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    if mechanism != "NULL":  # a ZAP handler that admits everyone: the round trip, no checks
+        zap = ctx.socket(zmq.REP)
+        zap.bind("inproc://zeromq.zap.01")
+
+        def admit() -> None:
+            with contextlib.suppress(zmq.ZMQError):
+                while True:
+                    req = zap.recv_multipart()
+                    zap.send_multipart([b"1.0", req[1], b"200", b"OK", b"user", b""])
+
+        threading.Thread(target=admit, daemon=True).start()
+    sock = ctx.socket(zmq.ROUTER)
+    if mechanism == "PLAIN":
+        sock.plain_server = True
+    elif mechanism == "CURVE":
+        sock.curve_server = True
+        sock.curve_publickey, sock.curve_secretkey = keys
+    port_q.put(sock.bind_to_random_port("tcp://127.0.0.1"))
+    stored: Any = None
+    while True:
+        frames = sock.recv_multipart(copy=False)
+        if len(frames) == 3:
+            stored = frames[2]
+            sock.send_multipart([frames[0], b"ok"])
+        elif frames[1].bytes == b"get":
+            sock.send_multipart([frames[0], b"d", stored], copy=False)
+        else:
+            break
+    os._exit(0)
+
+
+def measure_mechanism(mechanism: str, data: bytes, repeat: int) -> tuple[list[float], list[float]]:
+    """100 MiB put (+ack) and get over bare pyzmq ROUTER/DEALER with one ZMTP mechanism."""
+    import zmq
+
+    server_keys = zmq.curve_keypair()
+    port_q: Any = mp.Queue()
+    peer = mp.Process(target=_mechanism_peer, args=(mechanism, server_keys, port_q))
+    peer.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if mechanism == "PLAIN":
+        sock.plain_username, sock.plain_password = b"user", b"password"
+    elif mechanism == "CURVE":
+        sock.curve_serverkey = server_keys[0]
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+    sock.connect(f"tcp://127.0.0.1:{port_q.get(timeout=30)}")
+    puts, gets = [], []
+    try:
+        for i in range(repeat + 1):
+            start = time.perf_counter()
+            sock.send_multipart([b"put", data], copy=False)
+            sock.recv()
+            put = time.perf_counter() - start
+            start = time.perf_counter()
+            sock.send(b"get")
+            reply = sock.recv_multipart(copy=False)
+            get = time.perf_counter() - start
+            assert len(reply[1]) == len(data)
+            if i:
+                puts.append(put)
+                gets.append(get)
+        sock.send(b"stop")
+    finally:
+        peer.join(30)
+        if peer.is_alive():
+            peer.kill()
+        sock.close(linger=0)
+        ctx.term()
+    return puts, gets
+
+
+def measure_security(rounds: int, size: int = 100 * 2**20, repeat: int = 5) -> None:
+    import statistics
+    from unittest import mock
+
+    from warpstore.server.protocol import DataSealer
+
+    load_before = os.getloadavg()[0]
+    data = os.urandom(size)
+    runtime = tempfile.mkdtemp(prefix="warpstore-bench-")
+    common = {"address": "127.0.0.1", "runtime_dir": runtime, "shared_memory": False}
+    on = ZMQConnector(**common)  # type: ignore[arg-type]
+    on.put(b"open the session")
+    with mock.patch("warpstore.server.auth.DataSealer", _NoDataAuth):
+        off = ZMQConnector(**common)  # type: ignore[arg-type]
+        off.put(b"open the session")  # its session's data sealer is the stand-in
+    assert all(isinstance(c.session.data, _NoDataAuth) for c in off._client._all)
+    enc = ZMQConnector(**common, encrypt=True)  # type: ignore[arg-type]
+    rows: dict[str, tuple[list[float], list[float]]] = {
+        name: ([], []) for name in ("data auth on", "data auth off", "encrypt=True")
+    }
+    mechanisms: dict[str, tuple[list[float], list[float]]] = {
+        m: ([], []) for m in ("NULL", "PLAIN", "CURVE")
+    }
+    sealer = DataSealer(os.urandom(32))
+    gmac: list[float] = []
+    try:
+        for r in range(rounds):  # everything once per round: each sees the same load
+            order = [("data auth on", on), ("data auth off", off), ("encrypt=True", enc)]
+            for name, conn in order if r % 2 == 0 else order[::-1]:
+                puts, gets = _put_get(conn, data, repeat)
+                rows[name][0].extend(puts)
+                rows[name][1].extend(gets)
+            for _ in range(repeat):
+                start = time.perf_counter()
+                sealer.tag(b"key", data)
+                gmac.append(time.perf_counter() - start)
+            for m, (puts, gets) in mechanisms.items():
+                p, g = measure_mechanism(m, data, repeat)
+                puts.extend(p)
+                gets.extend(g)
+    finally:
+        on.stop_server()
+        for c in (on, off, enc):
+            c.close()
+
+    med = statistics.median
+    mib = size // 2**20
+    print(f"security costs, node server socket path (shared_memory=False), {mib} MiB, "
+          f"{rounds} rounds x {repeat}; medians ({time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} cores, load {load_before:.1f} -> {os.getloadavg()[0]:.1f})")
+    print(f"{'':<34} {'put':>10} {'get':>10} {'put+get':>10}")
+    total: dict[str, float] = {}
+    for name, (puts, gets) in rows.items():
+        total[name] = med(puts) + med(gets)
+        print(f"{'ZMQConnector ' + name:<34} {fmt_ms(med(puts)):>10} {fmt_ms(med(gets)):>10} "
+              f"{fmt_ms(total[name]):>10}")
+    for name, (puts, gets) in mechanisms.items():
+        print(f"{'bare pyzmq, ZMTP ' + name:<34} {fmt_ms(med(puts)):>10} {fmt_ms(med(gets)):>10} "
+              f"{fmt_ms(med(puts) + med(gets)):>10}")
+    one = med(gmac)
+    print(f"{'one GMAC pass (DataSealer.tag)':<34} {fmt_ms(one):>10} "
+          f"({size / one / 1e9:.1f} GB/s)")
+    base = total["data auth off"]
+    print(f"data authentication: {100 * (total['data auth on'] / base - 1):+.1f} % of put+get "
+          f"measured (on vs off); two GMAC passes per object = {100 * 2 * one / base:.1f} % of "
+          f"put+get without it; encrypt=True: {total['encrypt=True'] / base:.2f}x")
+    null = mechanisms["NULL"]
+    for m in ("PLAIN", "CURVE"):
+        ratio = (med(mechanisms[m][0]) + med(mechanisms[m][1])) / (med(null[0]) + med(null[1]))
+        print(f"ZMTP {m} vs NULL, put+get: {ratio:.2f}x")
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -175,8 +378,16 @@ def main() -> None:
         "--encrypt", action="store_true", help="also ZMQConnector(encrypt=True): AES-GCM data"
     )
     parser.add_argument("--sizes", default=",".join(s.replace(" ", "") for s in SIZES))
+    parser.add_argument(
+        "--security", action="store_true", help="also the security costs (see above)"
+    )
+    parser.add_argument("--security-only", action="store_true", help="only the security costs")
+    parser.add_argument("--rounds", type=int, default=3, help="security: on/off alternations")
     args = parser.parse_args()
     sizes = {s: parse_size(s) for s in args.sizes.split(",")}
+    if args.security_only:
+        measure_security(args.rounds)
+        return
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     runtime = tempfile.mkdtemp(prefix="warpstore-bench-")
@@ -226,6 +437,9 @@ def main() -> None:
         sizes,
         reference="warpstore ZMQConnector",
     )
+    if args.security:
+        print()
+        measure_security(args.rounds)
 
 
 if __name__ == "__main__":

@@ -173,3 +173,64 @@ def test_bad_input_to_relay_and_daemon_hurts_nobody(mesh: dict[str, Any]) -> Non
     finally:
         a.close()
         b.close()
+
+
+def test_peer_and_client_timeouts_are_settable_and_stated(mesh: dict[str, Any]) -> None:
+    """A hung (SIGSTOPped) peer endpoint: the error comes at the timeout asked for, and says
+    which timeout it was and where it is set (it was a fixed 60 s, for every request)."""
+    import signal
+
+    from warpstore.connectors.endpoint import EndpointConnector
+    from warpstore.exceptions import ConnectorConnectionError, ConnectorError
+
+    with pytest.raises(ValueError, match="less than timeout"):
+        EndpointConnector([mesh["a"].uuid], timeout=10, peer_timeout=20)
+    a, b = connectors(mesh)
+    quick = EndpointConnector([mesh["a"].uuid], peer_timeout=2)
+    impatient = EndpointConnector([mesh["a"].uuid], timeout=1.5)
+    assert EndpointConnector.from_config(quick.config()).peer_timeout == 2
+    b_pid = int((mesh["b"].directory / "endpoint.pid").read_text())
+    stopped = False
+    try:
+        key = b.put(b"on b")
+        assert bytes(a.get(key)) == b"on b"  # the peer connection is open
+        os.kill(b_pid, signal.SIGSTOP)
+        stopped = True
+        start = time.monotonic()
+        late = r"did not answer get .* within 2 s \(peer_timeout"
+        with pytest.raises(ConnectorError, match=late):
+            quick.get(key)
+        # ... and once the connection is given up, a new one is not opened in time either
+        with pytest.raises(ConnectorError, match=r"no peer connection within 2 s"):
+            quick.exists(key)
+        assert time.monotonic() - start < 30  # not the endpoint's 60 s
+        with pytest.raises(ConnectorConnectionError, match=r"within 1.5 s \(the client's timeout"):
+            impatient.get(key)
+    finally:
+        if stopped:
+            os.kill(b_pid, signal.SIGCONT)
+        for c in (a, b, quick, impatient):
+            c.close()
+
+
+def test_peer_timeout_in_a_site_config_and_the_endpoint_config(
+    mesh: dict[str, Any], tmp_path: Path
+) -> None:
+    from warpstore.endpoint.config import load_config
+    from warpstore.hpc.connectors import routing_config
+    from warpstore.hpc.siteconfig import load_site
+
+    site = load_site(
+        "local",
+        ["connector.routing.remote_endpoints=[u-1]", "connector.routing.remote_peer_timeout=300"],
+    )
+    node = {"port": None, "interface": None, "token_file": None, "timeout": 5.0,
+            "memory_limit": None, "runtime_dir": str(tmp_path), "spawn": False}
+    remote = routing_config(site, "zmq", node, str(tmp_path))["remote"]["config"]
+    assert remote["peer_timeout"] == 300 and remote["timeout"] > 300
+    env = mesh["env"]
+    done = cli(env, "endpoint", "configure", "c", "--peer-timeout", "7.5")
+    assert done.returncode == 0, done.stderr
+    assert load_config("c").peer_timeout == 7.5
+    bad = cli(env, "endpoint", "configure", "c", "--peer-timeout", "0")
+    assert bad.returncode != 0 and "--peer-timeout" in bad.stderr

@@ -369,18 +369,19 @@ def _rss(pid: int) -> int:
 
 
 def _zmtp_connect(host: str, port: int) -> socket.socket:
-    """A raw ZMTP 3.0 peer (NULL mechanism, DEALER), as anyone on the network can be."""
+    """A raw ZMTP 3.0 peer offering the PLAIN mechanism, as anyone on the network can be.
+
+    It stops after the greeting: its next frame is what the server reads before
+    it knows whether to admit the peer (server/admission.py).
+    """
     s = socket.create_connection((host, port), timeout=5)
-    greeting = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
+    greeting = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"PLAIN".ljust(20, b"\0") + bytes(32)
     s.sendall(greeting)
     got = b""
     while len(got) < 64:
         chunk = s.recv(64 - len(got))
         assert chunk, "server closed during the greeting"
         got += chunk
-    prop = b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
-    body = b"\x05READY" + prop
-    s.sendall(b"\x04" + bytes([len(body)]) + body)
     return s
 
 
@@ -397,7 +398,7 @@ def test_stalled_oversized_frame_does_not_grow_the_server(runtime: Path) -> None
             s = _zmtp_connect(host, int(port))
             sent = 0
             with contextlib.suppress(OSError):
-                s.sendall(b"\x02" + (8 << 30).to_bytes(8, "big"))
+                s.sendall(b"\x06" + (8 << 30).to_bytes(8, "big"))  # a "HELLO" command
                 chunk = bytes(1 << 20)
                 while sent < 96 << 20:
                     s.sendall(chunk)
@@ -421,6 +422,158 @@ def test_stalled_oversized_frame_does_not_grow_the_server(runtime: Path) -> None
         with contextlib.suppress(Exception):
             c.stop_server()
         c.close()
+
+
+def test_an_unadmitted_handshake_frame_is_held_at_most_the_handshake_interval(
+    runtime: Path,
+) -> None:
+    """What a peer without the token can still make libzmq hold: one handshake frame under
+    the memory limit, and only until the handshake interval ends (then it is cut off)."""
+    from warpstore.server.admission import HANDSHAKE_IVL_MS
+
+    c = ZMQConnector(timeout=10, memory_limit=64 << 20)
+    try:
+        info = c.local_server()
+        pid = info["pid"]
+        host, port = info["address"][len("tcp://") :].rsplit(":", 1)
+        before = _rss(pid)
+        s = _zmtp_connect(host, int(port))
+        start = time.monotonic()
+        with s:
+            s.sendall(b"\x06" + (48 << 20).to_bytes(8, "big"))  # a 48 MiB "HELLO", unfinished
+            s.sendall(bytes(40 << 20))
+            time.sleep(0.3)
+            assert _rss(pid) - before > 24 << 20  # libzmq holds it: the bound is real, not 0
+            limit = start + HANDSHAKE_IVL_MS / 1000 + 5
+            while _rss(pid) - before > 16 << 20 and time.monotonic() < limit:
+                time.sleep(0.25)
+            assert _rss(pid) - before < 16 << 20, "still held after the handshake interval"
+        assert bytes(c.get(c.put(b"still serving"))) == b"still serving"
+    finally:
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
+def _zmtp_command(name: bytes, body: bytes) -> bytes:
+    payload = bytes([len(name)]) + name + body
+    return b"\x04" + bytes([len(payload)]) + payload  # short command frame
+
+
+def _endless_multipart(
+    host: str, port: int, password: bytes | None, done: list[int], release: Any
+) -> None:
+    """A raw ZMTP peer sending 64 x 8 MiB frames of one message, never the last frame.
+
+    (A zmq DEALER cannot do this: libzmq sends nothing of a message before its
+    last frame.) ``password``: None for the NULL mechanism, else a PLAIN one.
+    """
+    from warpstore.server.admission import USERNAME
+
+    mechanism = b"NULL" if password is None else b"PLAIN"
+    meta = b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+    sent = 0
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=5) as s:
+        greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00" + mechanism.ljust(20, b"\0") + bytes(32)
+        s.sendall(greeting)
+        if password is None:
+            s.sendall(_zmtp_command(b"READY", meta))
+        else:
+            hello = bytes([len(USERNAME)]) + USERNAME + bytes([len(password)]) + password
+            s.sendall(_zmtp_command(b"HELLO", hello))
+            s.sendall(_zmtp_command(b"INITIATE", meta))
+        frame = bytes(8 << 20)
+        for _ in range(64):
+            s.sendall(b"\x03" + len(frame).to_bytes(8, "big"))  # MORE | LONG
+            s.sendall(frame)
+            sent += 1
+        done.append(sent)
+        release.wait(30)  # hold the connection: the message stays unfinished
+
+
+@pytest.mark.parametrize("peer", ["no-credential", "forged", "replayed"])
+def test_endless_multipart_message_without_the_token_does_not_grow_the_server(
+    runtime: Path, peer: str
+) -> None:
+    """One message of 64 x 8 MiB frames, never finished, from a peer without the token.
+
+    libzmq delivers a multipart message only whole and its high-water mark
+    counts messages, so before admission at the handshake the server held all
+    512 MiB until the peer left. Now the peer is refused before any frame:
+    one with no credential (NULL mechanism), one with a credential forged
+    without the token, and one replaying a credential an honest client used.
+    """
+    import threading
+
+    from warpstore.server.admission import credential, port_of
+
+    c = ZMQConnector(timeout=10)
+    honest: RawZMQ | None = None
+    try:
+        info = c.local_server()
+        pid, address = info["pid"], info["address"]
+        host, port = address[len("tcp://") :].rsplit(":", 1)
+        password = None
+        if peer == "forged":
+            password = credential(b"not the token", int(port))
+        elif peer == "replayed":  # seen on the wire while an honest client was admitted
+            password = credential(c._token, port_of(address))
+            honest = RawZMQ(address, c._token, password=password)
+            honest.hello()
+        before = _rss(pid)
+        done: list[int] = []
+        release = threading.Event()
+        attack = threading.Thread(
+            target=_endless_multipart, args=(host, int(port), password, done, release)
+        )
+        attack.start()
+        during = before
+        deadline = time.monotonic() + 3
+        try:
+            while time.monotonic() < deadline and not done:  # the server keeps serving
+                payload = secrets.token_bytes(1 << 20)
+                assert bytes(c.get(c.put(payload))) == payload
+                during = max(during, _rss(pid))
+            time.sleep(0.3)
+            during = max(during, _rss(pid))
+        finally:
+            release.set()
+            attack.join(30)
+        assert not attack.is_alive()
+        # before: +512 MiB, held until the peer left
+        assert during - before < 64 << 20, (before >> 20, during >> 20, done)
+    finally:
+        if honest is not None:
+            honest.close()
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
+def test_admission_credentials_are_one_time_and_bound_to_token_port_and_time() -> None:
+    import zmq
+
+    from warpstore.server.admission import USERNAME, WINDOW_S, Admission, credential
+
+    ctx = zmq.Context()
+    gate = Admission(ctx, b"the token")
+    try:
+        gate.port = 4242
+        now = time.time()
+        fresh = credential(b"the token", 4242, now)
+        assert gate.admit(USERNAME, fresh, now) == (True, "")
+        assert gate.admit(USERNAME, fresh, now + 1) == (False, "credential used before (a replay)")
+        ok, why = gate.admit(USERNAME, credential(b"another token", 4242, now), now)
+        assert not ok and "wrong token" in why
+        ok, why = gate.admit(USERNAME, credential(b"the token", 4243, now), now)
+        assert not ok and "wrong token" in why  # made for another server's port
+        ok, why = gate.admit(USERNAME, credential(b"the token", 4242, now - WINDOW_S - 5), now)
+        assert not ok and "clocks" in why
+        ok, why = gate.admit(b"someone", credential(b"the token", 4242, now), now)
+        assert not ok and "missing job token" in why
+    finally:
+        gate.close()
+        ctx.term()
 
 
 def test_zmq_put_data_is_sent_only_after_the_server_has_room(runtime: Path) -> None:
@@ -531,6 +684,27 @@ def test_sigstopped_server_is_reported_with_pid_and_fix(runtime: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(info["pid"], signal.SIGCONT)
+        c.close()
+
+
+def test_a_socket_that_lost_its_connection_while_idle_is_replaced(runtime: Path) -> None:
+    """libzmq reconnects an idle socket with its used one-time admission credential, which
+    the server refuses as a replay; the next request must open a fresh socket, not fail."""
+    c = ZMQConnector(timeout=10, heartbeat_timeout=1, shared_memory=False)
+    try:
+        info = c.local_server()
+        assert bytes(c.get(c.put(b"before"))) == b"before"
+        os.kill(info["pid"], signal.SIGSTOP)  # past the client's heartbeat timeout
+        try:
+            time.sleep(2.5)
+        finally:
+            os.kill(info["pid"], signal.SIGCONT)
+        time.sleep(1.5)  # the idle socket reconnects and is refused
+        assert bytes(c.get(c.put(b"after"))) == b"after"
+        assert "credential used before" in Path(info["log"]).read_text()
+    finally:
+        with contextlib.suppress(Exception):
+            c.stop_server()
         c.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zmq
 
+from warpstore.server.admission import USERNAME, credential, port_of
 from warpstore.server.auth import ClientSession
 from warpstore.server.protocol import HEADER_SIZE, Kind, parse_header, verify
 
@@ -16,11 +17,19 @@ from warpstore.server.protocol import HEADER_SIZE, Kind, parse_header, verify
 class RawZMQ:
     """A DEALER socket to a server, with (optionally) an open session."""
 
-    def __init__(self, address: str, token: bytes, timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, address: str, token: bytes, timeout_ms: int = 5000, password: bytes | None = None
+    ) -> None:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        # admitted at the ZeroMQ handshake like a client (server/admission.py), unless the
+        # test hands in its own (recorded, forged) credential
+        self.sock.setsockopt(zmq.PLAIN_USERNAME, USERNAME)
+        self.sock.setsockopt(
+            zmq.PLAIN_PASSWORD, password or credential(token, port_of(address))
+        )
         self.sock.connect(address)
         self.session = ClientSession(token, address)
 

@@ -50,12 +50,19 @@ def endpoint() -> None:
     multiple=True,
     help="Host address for peer connections (repeatable; default: every non-loopback one).",
 )
+@click.option(
+    "--peer-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=24 * 3600),
+    default=None,
+    help="Seconds to wait for another endpoint (connection and reply)  [default: kept, or 60]",
+)
 def configure(
     name: str,
     relay_server: str | None,
     relay_token_file: str | None,
     persist: bool,
     addresses: tuple[str, ...],
+    peer_timeout: float | None,
 ) -> None:
     """Create (or update) endpoint NAME; its UUID stays the same."""
     if relay_server and not relay_server.startswith(("ws://", "wss://")):
@@ -79,6 +86,8 @@ def configure(
         config.relay_token_file = token
         config.persist = persist
         config.addresses = list(addresses)
+        if peer_timeout is not None:
+            config.peer_timeout = peer_timeout
         config.save()
     except ValueError as e:
         _fail(str(e))

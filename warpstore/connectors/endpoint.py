@@ -30,11 +30,30 @@ class EndpointKey(NamedTuple):
 
 
 class EndpointConnector(ConnectorMixin):
-    """Objects kept by endpoints; any endpoint can fetch from any other through the relay."""
+    """Objects kept by endpoints; any endpoint can fetch from any other through the relay.
 
-    def __init__(self, endpoints: Sequence[str], timeout: float = 120.0) -> None:
+    Args:
+        endpoints: UUIDs of the endpoints; one of them must run on this host.
+        timeout: seconds to wait for the local endpoint's answer to one request.
+        peer_timeout: seconds the local endpoint waits for another endpoint (peer
+            connection and reply) on this connector's requests; ``None``: the
+            endpoint's own setting (``warpstore endpoint configure --peer-timeout``,
+            60 s by default). The name is the original ProxyStore endpoint's.
+            Keep it below ``timeout`` so its error, which names the peer, arrives
+            first.
+    """
+
+    def __init__(
+        self, endpoints: Sequence[str], timeout: float = 120.0, peer_timeout: float | None = None
+    ) -> None:
+        if peer_timeout is not None and not 0 < peer_timeout < timeout:
+            raise ValueError(
+                f"peer_timeout={peer_timeout}: give seconds, more than 0 and less than "
+                f"timeout={timeout} (the wait for the local endpoint includes the peer's)"
+            )
         self.endpoints = [str(e) for e in endpoints]
         self.timeout = timeout
+        self.peer_timeout = peer_timeout
         here = [
             c for c in list_endpoints()
             if c.uuid in self.endpoints and (c.directory / "endpoint.sock").exists()
@@ -56,11 +75,19 @@ class EndpointConnector(ConnectorMixin):
         self._client.close()
 
     def config(self) -> dict[str, Any]:
-        return {"endpoints": self.endpoints, "timeout": self.timeout}
+        config: dict[str, Any] = {"endpoints": self.endpoints, "timeout": self.timeout}
+        if self.peer_timeout is not None:
+            config["peer_timeout"] = self.peer_timeout
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EndpointConnector:
         return cls(**config)
+
+    def _remote(self, header: dict[str, Any]) -> dict[str, Any]:
+        if self.peer_timeout is not None:
+            header["peer_timeout"] = self.peer_timeout
+        return header
 
     def put(self, obj: BytesLike) -> EndpointKey:
         reply, _ = self._client.request({"op": "put"}, obj)
@@ -71,7 +98,7 @@ class EndpointConnector(ConnectorMixin):
 
     def get(self, key: EndpointKey) -> BytesLike | None:
         reply, payload = self._client.request(
-            {"op": "get", "object_id": key.object_id, "endpoint": key.endpoint_id}
+            self._remote({"op": "get", "object_id": key.object_id, "endpoint": key.endpoint_id})
         )
         return payload if reply["status"] == "ok" else None
 
@@ -80,7 +107,9 @@ class EndpointConnector(ConnectorMixin):
 
     def exists(self, key: EndpointKey) -> bool:
         reply, _ = self._client.request(
-            {"op": "exists", "object_id": key.object_id, "endpoint": key.endpoint_id}
+            self._remote(
+                {"op": "exists", "object_id": key.object_id, "endpoint": key.endpoint_id}
+            )
         )
         return bool(reply["status"] == "ok")
 

@@ -67,6 +67,12 @@ class EndpointClient:
                 reply: dict[str, Any] = json.loads(self._recv(sock, n))
                 size = int(reply.get("size", 0)) if "size" in reply else 0
                 payload = self._recv(sock, size)
+            except TimeoutError:
+                self.close()
+                raise ConnectorConnectionError(
+                    f"the endpoint at {self.path} did not answer {header.get('op')} within "
+                    f"{self.timeout:g} s (the client's timeout: EndpointConnector(timeout=...))"
+                ) from None
             except (OSError, ConnectionError) as e:
                 self.close()
                 raise ConnectorConnectionError(f"endpoint at {self.path}: {e}") from e

@@ -46,6 +46,10 @@ class EndpointConfig:
     # as aioice gathers them); e.g. the high-speed interface's address only
     addresses: list[str] = field(default_factory=list)
     max_memory: int | None = None
+    # seconds to wait for another endpoint (peer connection and reply), unless a
+    # request names its own (EndpointConnector(peer_timeout=...)); the original
+    # ProxyStore's Endpoint(peer_timeout=...)
+    peer_timeout: float = 60.0
 
     @property
     def directory(self) -> Path:

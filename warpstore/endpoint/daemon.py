@@ -8,7 +8,8 @@ DTLS-encrypted SCTP data channel over UDP (ICE, with hole punching where NATs
 allow), and objects travel on it in chunks.
 
 Local socket protocol: a request is a 4-byte big-endian length, a JSON header
-(``op``: ping, put, get, exists, evict; ``object_id``, ``endpoint``, ``size``)
+(``op``: ping, put, get, exists, evict; ``object_id``, ``endpoint``, ``size``;
+optionally ``peer_timeout``, the seconds to wait for another endpoint)
 and, for put, ``size`` bytes; the answer has the same shape (``status``: ok,
 missing, error). Data channel protocol: a JSON text message per request
 (``rid``, ``op``, ``object_id``), answered by a JSON header (``rid``,
@@ -41,7 +42,8 @@ CHUNK = 60_000  # below aiortc's 65536-byte SCTP message limit
 HIGH_WATER = 4 * 2**20  # pause sending while this much is buffered on a channel
 _LEN = struct.Struct(">I")
 _SIZE = struct.Struct(">Q")
-REQUEST_TIMEOUT = 60.0
+PEER_TIMEOUT = 60.0  # default of EndpointConfig.peer_timeout
+MAX_PEER_TIMEOUT = 24 * 3600.0
 MAX_OBJECT_SIZE = 1 << 36  # 64 GiB: a larger declared size is refused before any byte
 
 
@@ -281,7 +283,7 @@ class Endpoint:
 
     # -- peer connections ----------------------------------------------------------------
 
-    async def _connect(self, peer_uuid: str) -> _Peer:
+    async def _connect(self, peer_uuid: str, timeout: float) -> _Peer:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         peer = self.peers.get(peer_uuid)
@@ -300,11 +302,15 @@ class Endpoint:
         sid = uuidlib.uuid4().hex
         answer = self._answers[sid] = asyncio.get_running_loop().create_future()
         await self._signal(peer_uuid, "offer", pc.localDescription.sdp, sid)
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            sdp = await asyncio.wait_for(answer, REQUEST_TIMEOUT / 2)
+            sdp = await asyncio.wait_for(answer, timeout)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-            await asyncio.wait_for(peer.opened, REQUEST_TIMEOUT / 2)
+            await asyncio.wait_for(
+                peer.opened, max(0.0, deadline - asyncio.get_running_loop().time())
+            )
         except BaseException:
+            self._answers.pop(sid, None)
             await pc.close()
             raise
         self.peers[peer_uuid] = peer
@@ -362,20 +368,36 @@ class Endpoint:
                     await asyncio.sleep(0.001)
                 channel.send(bytes(view[start : start + CHUNK]))
 
-    async def _remote(self, peer_uuid: str, op: str, object_id: str) -> tuple[str, bytes]:
+    async def _remote(
+        self, peer_uuid: str, op: str, object_id: str, timeout: float
+    ) -> tuple[str, bytes]:
+        """``op`` on another endpoint: connecting and its reply within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        where = (
+            f"(peer_timeout {timeout:g} s: EndpointConnector(peer_timeout=...) or "
+            f"`warpstore endpoint configure {self.config.name} --peer-timeout`)"
+        )
         try:
-            peer = await self._connect(peer_uuid)
-        except (asyncio.TimeoutError, ConnectionError) as e:
+            peer = await self._connect(peer_uuid, timeout)
+        except asyncio.TimeoutError:
             raise ConnectionError(
-                f"cannot reach endpoint {peer_uuid} from {self.config.name}: {e or 'timed out'}"
+                f"cannot reach endpoint {peer_uuid} from {self.config.name}: no peer "
+                f"connection within {timeout:g} s {where}"
+            ) from None
+        except ConnectionError as e:
+            raise ConnectionError(
+                f"cannot reach endpoint {peer_uuid} from {self.config.name}: {e}"
             ) from e
         async with peer.lock:
             rid = uuidlib.uuid4().hex
             peer.rid = rid
-            peer.pending = asyncio.get_running_loop().create_future()
+            peer.pending = loop.create_future()
             peer.channel.send(json.dumps({"rid": rid, "op": op, "object_id": object_id}))
             try:
-                header, data = await asyncio.wait_for(peer.pending, REQUEST_TIMEOUT)
+                header, data = await asyncio.wait_for(
+                    peer.pending, max(0.0, deadline - loop.time())
+                )
             except ConnectionError as e:  # a malformed reply: this channel is out of step
                 self.peers.pop(peer_uuid, None)
                 await peer.pc.close()
@@ -385,7 +407,7 @@ class Endpoint:
                 await peer.pc.close()
                 raise ConnectionError(
                     f"endpoint {peer_uuid} did not answer {op} of {object_id} within "
-                    f"{REQUEST_TIMEOUT:.0f} s"
+                    f"{timeout:g} s {where}"
                 ) from None
         if header.get("status") == "error":
             raise ConnectionError(f"endpoint {peer_uuid}: {header.get('message')}")
@@ -442,7 +464,8 @@ class Endpoint:
         if where != self.config.uuid:
             if op == "evict":
                 return {"status": "error", "message": "evict objects on their own endpoint"}, None
-            status, payload = await self._remote(where, str(op), object_id)
+            timeout = _peer_timeout(request.get("peer_timeout"), self.config.peer_timeout)
+            status, payload = await self._remote(where, str(op), object_id, timeout)
             return {"status": status}, (payload if op == "get" and status == "ok" else None)
         local = self.store.get(object_id)
         if op == "get":
@@ -453,6 +476,22 @@ class Endpoint:
             self.store.evict(object_id)
             return {"status": "ok"}, None
         raise ValueError(f"unknown operation {op!r}")
+
+
+def _peer_timeout(requested: Any, configured: float) -> float:
+    """A request's ``peer_timeout`` (a client's choice), else the endpoint's own."""
+    if requested is None:
+        return configured
+    if (
+        isinstance(requested, bool)
+        or not isinstance(requested, (int, float))
+        or not 0 < requested <= MAX_PEER_TIMEOUT
+    ):
+        raise ValueError(
+            f"peer_timeout {requested!r}: give seconds, more than 0 and at most "
+            f"{MAX_PEER_TIMEOUT:g}"
+        )
+    return float(requested)
 
 
 def run_endpoint(config: EndpointConfig) -> int:

@@ -76,9 +76,18 @@ def routing_config(
     if remote:  # other sites: objects the workflow tags superset_tags=["remote"]
         config["remote"] = {
             "path": "warpstore.connectors.endpoint:EndpointConnector",
-            "config": {"endpoints": [str(u) for u in remote], "timeout": 120.0},
+            "config": _endpoint_config(remote, routing.get("remote_peer_timeout")),
             "policy": Policy(priority=2, superset_tags=["remote"]).as_dict(),
         }
+    return config
+
+
+def _endpoint_config(remote: list[Any], peer_timeout: float | None) -> dict[str, Any]:
+    """EndpointConnector settings; its own timeout outlasts the endpoint's wait for a peer."""
+    config: dict[str, Any] = {"endpoints": [str(u) for u in remote], "timeout": 120.0}
+    if peer_timeout is not None:
+        config["peer_timeout"] = float(peer_timeout)
+        config["timeout"] = max(120.0, float(peer_timeout) + 60.0)
     return config
 
 

@@ -120,6 +120,7 @@ _ROUTING: dict[str, tuple[tuple[type, ...], str]] = {
     "large": ((str,), "where objects above large_threshold go: daos, file or redis"),
     "large_threshold": ((str, int), "size above which objects go to `large`, e.g. 64MiB"),
     "remote_endpoints": ((list,), "endpoint UUIDs: objects tagged superset_tags=['remote']"),
+    "remote_peer_timeout": ((int, float), "seconds an endpoint waits for a remote one (60)"),
 }
 
 

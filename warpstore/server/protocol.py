@@ -78,6 +78,13 @@ server checks the tag, the counter and that the store has room and answers
 pulls it; ZeroMQ: header, key and data, the header repeating the announcement,
 accepted once and only after that CONTINUE).
 
+Admission (ZeroMQ only). Before any message of this protocol, a ZeroMQ
+connection must be admitted at the ZMTP handshake with a one-time credential
+made from the token (:mod:`.admission`): libzmq buffers a multipart message
+whole before anyone could check its tags, so frames from peers without the
+token must never be accepted at all. UCX and Margo take data above
+``EAGER_MAX`` only after the server's go-ahead (two-step PUT, below).
+
 Nothing in this protocol is ever unpickled: keys are opaque bytes, data is
 opaque bytes, and the STATUS and HELLO replies are JSON / fixed binary.
 Pickled objects are only turned back into objects by the client that asked

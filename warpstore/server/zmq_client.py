@@ -27,6 +27,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from warpstore.exceptions import AuthenticationError, ConnectorConnectionError, ConnectorError
+from warpstore.server.admission import USERNAME, WINDOW_S, credential, port_of
 from warpstore.server.auth import ClientSession, UnknownSession
 from warpstore.server.clients import RequestClient
 from warpstore.server.protocol import HEADER_SIZE, Kind, Op, Status
@@ -39,7 +40,17 @@ _ZERO_COPY_MIN = 64 * 1024
 # PUTs from this size on are announced first and sent only after the server's CONTINUE
 # (it has room): one extra round trip (~0.1 ms), never megabytes sent to be refused
 STAGE_MIN = 1 << 20
-_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_EVENTS = (
+    zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | _HANDSHAKE_FAILED
+)
+
+# a socket unused this long checks its monitor before a request (~8 us, so not every time)
+_IDLE_CHECK_S = 1.0
 
 Request = tuple[int, bytes, Any]  # op, key, data or None
 
@@ -50,6 +61,7 @@ class _Conn:
     def __init__(self, sock: Any, monitor: Any, session: ClientSession) -> None:
         self.sock, self.monitor, self.session = sock, monitor, session
         self.connected = False
+        self.used = time.monotonic()  # last request: idle sockets check their monitor
 
 
 class ZMQClient(RequestClient):
@@ -90,7 +102,11 @@ class ZMQClient(RequestClient):
             conns = self._local.conns = {}
         conn = conns.get(address)
         if conn is not None and conn.session.open:
-            return conn
+            now = time.monotonic()
+            idle = now - conn.used > _IDLE_CHECK_S
+            conn.used = now
+            if not (idle and self._lost_while_idle(conn)):
+                return conn
         if conn is not None:
             self._drop(address)
         sock = ctx.socket(zmq.DEALER)
@@ -99,6 +115,10 @@ class ZMQClient(RequestClient):
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.heartbeat_timeout * 1000)))
         if address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
+        # a one-time admission credential (server/admission.py): a new socket for each
+        # connection, as a reconnect would offer the used one again and be refused
+        sock.setsockopt(zmq.PLAIN_USERNAME, USERNAME)
+        sock.setsockopt(zmq.PLAIN_PASSWORD, credential(self.token, port_of(address)))
         monitor = sock.get_monitor_socket(_EVENTS)
         conn = _Conn(sock, monitor, ClientSession(self.token, address))
         sock.connect(address)
@@ -113,6 +133,24 @@ class ZMQClient(RequestClient):
             frames[0].buffer, frames[1].bytes, frames[2].bytes if len(frames) == 3 else None
         )
         return conn
+
+    @staticmethod
+    def _lost_while_idle(conn: _Conn) -> bool:
+        """Did the connection drop since the last request? Then use a new socket.
+
+        libzmq reconnects an idle socket on its own, offering its used one-time
+        admission credential, which the server refuses as a replay (a restarted
+        server would not know our session either): a fresh socket is cheaper
+        than a failed request.
+        """
+        lost = False
+        while conn.monitor.poll(0):
+            event = parse_monitor_message(conn.monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_CONNECTED:
+                conn.connected = True
+            elif event == zmq.EVENT_DISCONNECTED or event & _HANDSHAKE_FAILED:
+                lost = True
+        return lost
 
     def _drop(self, address: str) -> None:
         conns = getattr(self._local, "conns", {})
@@ -225,6 +263,22 @@ class ZMQClient(RequestClient):
             del pending[h.counter]
         return [results[c] for c in order]
 
+    def _handshake_failed(self, conn: _Conn, address: str, event: int, what: str) -> None:
+        if conn.session.open:
+            # an automatic reconnect of an idle socket offered its used credential again
+            raise UnknownSession(f"server {address} did not admit a reconnect of our socket")
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise AuthenticationError(
+                f"server {address} refused our token at the ZeroMQ handshake for {what}: the "
+                f"client and the server use different job tokens (check WARPSTORE_TOKEN_FILE "
+                f"on node {node_name()}), or the clocks of the two nodes differ by more than "
+                f"{WINDOW_S} s"
+            )
+        raise ConnectorConnectionError(
+            f"the ZeroMQ handshake with server {address} failed for {what}: it is not a "
+            "warpstore node server of this version (the server log says more)"
+        )
+
     def _receive(
         self, conn: _Conn, address: str, deadline: float, timeout: float, what: str
     ) -> list[Any]:
@@ -246,7 +300,9 @@ class ZMQClient(RequestClient):
                 return list(conn.sock.recv_multipart(copy=False))
             if conn.monitor in ready:
                 event = parse_monitor_message(conn.monitor.recv_multipart())["event"]
-                if event == zmq.EVENT_CONNECTED:
+                if event & _HANDSHAKE_FAILED:
+                    self._handshake_failed(conn, address, event, what)
+                elif event == zmq.EVENT_CONNECTED:
                     conn.connected = True
                 elif event == zmq.EVENT_CONNECT_RETRIED and not conn.connected:
                     raise ConnectorConnectionError(

@@ -6,9 +6,13 @@ costs no connection set-up. Frames are received and sent with ``copy=False``:
 a stored object is the very ZeroMQ frame that arrived, and a GET sends that
 frame back out, so a 100 MiB object is never copied inside the server.
 
-The server is single-threaded on purpose: every operation is an O(1) dict
-update, ZeroMQ's I/O thread does the network work, and one thread means no
-locks on the object table.
+Admission: a connection is admitted at the ZeroMQ handshake only with a fresh
+credential made from the job token (:mod:`.admission`), so a peer without the
+token never gets a message frame buffered.
+
+The server is single-threaded on purpose (the admission handler aside): every
+operation is an O(1) dict update, ZeroMQ's I/O thread does the network work,
+and one thread means no locks on the object table.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from warpstore.server.admission import HANDSHAKE_IVL_MS, Admission
 from warpstore.server.auth import Refused, ServerAuth, ServerSession
 from warpstore.server.core import RateLimitedLog, Reply, ServerCore
 from warpstore.server.protocol import HEADER_SIZE, MAX_KEY_LEN, Flags, Header, Kind, Op, Status
@@ -56,12 +61,20 @@ class ZMQServer:
         self, token: bytes, ip: str, port: int | None, node: str, memory_limit: int | None = None
     ) -> None:
         self.context = zmq.Context()
+        # Admission at the ZMTP handshake (see server/admission.py): without a fresh
+        # credential made from the token, no message frame is ever accepted, so nobody
+        # without the token makes libzmq hold an endless multipart message.
+        self.admission = Admission(self.context, token)
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.PLAIN_SERVER, 1)
+        self.socket.setsockopt(zmq.ZAP_DOMAIN, b"warpstore")
+        self.socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
         # libzmq drops a connection whose frame header declares more than this, before
         # buffering any of it: nobody, token or not, makes the server hold a frame larger
-        # than the largest object it could ever store.
+        # than the largest object it could ever store (before admission: one such frame,
+        # for at most HANDSHAKE_IVL_MS).
         self.max_frame = max_frame_size(memory_limit)
         self.socket.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
         # clients learn the limit in HELLO and never send a frame libzmq would cut off
@@ -80,6 +93,7 @@ class ZMQServer:
         except zmq.ZMQError as e:
             self.close()
             raise OSError(f"cannot bind tcp://{bind_ip}:{port or '*'} on node {node}: {e}") from e
+        self.admission.port = port
         self.address = format_tcp_address(ip, port)
         self.core = ServerCore(self.address, node, memory_limit, transport="zmq")
         self._bad = RateLimitedLog()
@@ -91,6 +105,7 @@ class ZMQServer:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        self.admission.close()
         self.context.term()
 
     def serve(self, poll_ms: int = 200) -> None:
