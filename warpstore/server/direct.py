@@ -1,0 +1,457 @@
+"""Small same-node objects as files of the server's shared-memory directory.
+
+A 1 KiB put+get through the node server is two socket round trips to one
+Python thread, each with protocol-v2 authentication: about 0.4x of a raw
+Redis client, and more client processes do not help because the server is
+one thread. Same-node clients are the job's own processes, under the job's
+user, and the server's 0700 shared-memory directory is already their trust
+boundary (:mod:`warpstore.server.shm`), so for objects under
+:data:`~warpstore.server.shm.INLINE_MAX` they skip the server entirely:
+
+* the *area* is ``<shm dir>.small-<server pid>/`` (0700), beside the
+  server's segment directory on the same RAM file system, created by the
+  server when it starts and removed when it stops (or, after a crash, by the
+  next server's or the teardown's sweep: the pid says whose it is);
+* an object is the file ``k-<keyed hash of its key>`` (0600) in the area
+  (BLAKE2b keyed with a key derived from the job token, and the usage file
+  carries a check value of the token: a connector with another token does
+  not use the area, and its requests reach the server, which refuses them
+  as before); a put
+  writes ``t-<pid>-<random>`` (``O_CREAT | O_EXCL | O_NOFOLLOW``) and
+  publishes it with ``link(2)`` (so it appears complete or not at all, and a
+  key that exists is never silently replaced behind the byte count); a get
+  opens ``O_NOFOLLOW``, checks regular/ours/0600 and reads; ``exists`` is a
+  ``stat``; evict renames the file to a temporary name first (only one
+  evictor wins, so its size is subtracted once) and unlinks it;
+* ``usage`` (0600, a few int64s, mapped by everyone) holds the bytes and
+  count of these objects, the bytes the server itself holds, the memory limit
+  and the operation counters of the server's report. It is changed only
+  under ``flock(2)``, which the server also takes when it checks its own
+  room, so the memory limit covers both and ``StoreFullError`` still comes
+  from the server: a direct put that does not fit goes over the socket, and
+  the server drops node-local cache copies or refuses it;
+* the server holds an exclusive ``flock`` on the area's ``alive`` file for
+  its lifetime; a client probes it (one non-blocking ``flock``) before each
+  operation, so objects die with their server exactly as the ones in its
+  table do: after a crash a get goes to the socket and fails clearly;
+* the server looks in the area too: remote ``GET``, ``EXISTS``, ``EVICT``
+  and ``STATUS`` see these objects, and a socket ``PUT`` of a key replaces
+  its file.
+
+A key is meant to be written once (as every connector's keys are): a key
+written both through the socket and directly is served from its file.
+
+A writer that dies leaves a ``t-<pid>-...`` file; :func:`sweep_area` removes
+those of dead processes (the server runs it when it starts and at most once
+a minute while serving), :func:`sweep_areas` whole areas of dead servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import mmap
+import os
+import re
+import shutil
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AREA",
+    "COUNTERS",
+    "DirectArea",
+    "SweepTimer",
+    "area_path",
+    "direct_bytes",
+    "is_area",
+    "leftover_files",
+    "leftover_names",
+    "set_server_bytes",
+    "sweep_area",
+    "sweep_areas",
+]
+
+AREA = re.compile(r"^(.+)\.small-([0-9]{1,10})$")
+_TEMP = re.compile(r"^t-([0-9]{1,10})-[0-9a-f]{32}$")
+_OBJECT = re.compile(r"^k-[0-9a-f]{32}$")
+_USAGE = "usage"
+_ALIVE = "alive"
+# int64 slots of the usage file
+_BYTES, _OBJECTS, _SERVER, _LIMIT = 0, 1, 2, 3
+COUNTERS = ("PUT", "GET", "EXISTS", "EVICT")  # slots 4..7: direct operations
+_BYTES_IN, _BYTES_OUT = 8, 9
+_SLOTS = 10
+_CHECK = 96  # offset of the token's check value (32 bytes)
+_USAGE_SIZE = 128
+_Q = struct.Struct("<q")
+_F = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def area_path(shm_dir: str | os.PathLike[str], server_pid: int) -> Path:
+    """The area of the server with pid ``server_pid`` whose segments are in ``shm_dir``."""
+    path = Path(shm_dir)
+    return path.parent / f"{path.name}.small-{server_pid}"
+
+
+def is_area(path: Path) -> bool:
+    """Is ``path`` a small-object area (not a segment directory)?"""
+    return AREA.match(path.name) is not None
+
+
+def direct_bytes(usage: Any) -> int:
+    """Bytes of the area's objects, from the usage map (hold :meth:`DirectArea.locked`)."""
+    return int(_Q.unpack_from(usage, _BYTES * 8)[0])
+
+
+def set_server_bytes(usage: Any, nbytes: int) -> None:
+    """Record what the server holds or promised (hold :meth:`DirectArea.locked`)."""
+    _Q.pack_into(usage, _SERVER * 8, nbytes)
+
+
+def _derive(token: bytes, purpose: bytes) -> bytes:
+    return hmac.digest(token, b"warpstore/2 direct " + purpose, "sha256")
+
+
+def _check(fd: int, what: Any) -> int:
+    """Regular, ours, 0600: the object's size; else ``-1`` (treated as absent)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return -1
+    return st.st_size
+
+
+class DirectArea:
+    """One process's handle on a server's area (the server's own, or a client's).
+
+    Args:
+        path: the area directory.
+        create: the server creating it (with ``memory_limit``); clients open it
+            and refuse one that is not a private directory of ours.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        token: bytes,
+        *,
+        create: bool = False,
+        memory_limit: int | None = None,
+    ) -> None:
+        self.path = path
+        self._name_key = _derive(token, b"names")
+        check = _derive(token, b"check")
+        self._prefix = str(path) + "/"
+        self._alive_fd = -1
+        if create:
+            path.mkdir(mode=0o700)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise OSError(errno.EPERM, f"{path} is not a private directory of ours")
+        if create:
+            fd = os.open(path / _USAGE, os.O_RDWR | os.O_CREAT | os.O_EXCL | _F, 0o600)
+            os.ftruncate(fd, _USAGE_SIZE)
+            m = mmap.mmap(fd, _USAGE_SIZE)
+            _Q.pack_into(m, _LIMIT * 8, -1 if memory_limit is None else memory_limit)
+            m[_CHECK : _CHECK + 32] = check
+            m.close()
+            os.close(fd)
+            # held (exclusively) until this process exits: clients see it die
+            self._alive_fd = os.open(path / _ALIVE, os.O_RDWR | os.O_CREAT | os.O_EXCL | _F, 0o600)
+            fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            self._alive_fd = os.open(path / _ALIVE, os.O_RDONLY | _F)
+            if _check(self._alive_fd, path) < 0:
+                os.close(self._alive_fd)
+                raise OSError(errno.EPERM, f"{path}/{_ALIVE} is not a file of ours")
+        self._owner = create
+        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing an fd
+        self._pid = -1
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._open()
+        assert self._map is not None
+        if not hmac.compare_digest(self._map[_CHECK : _CHECK + 32], check):
+            self.close()
+            raise OSError(errno.EACCES, f"{path} belongs to a job with another token")
+
+    def _name(self, key: bytes) -> str:
+        digest = hashlib.blake2b(key, digest_size=16, key=self._name_key).hexdigest()
+        return f"{self._prefix}k-{digest}"
+
+    def _open(self) -> None:
+        """(Re)open the usage file: a forked child must not share its parent's lock."""
+        fd = os.open(self._prefix + _USAGE, os.O_RDWR | _F)
+        st = os.fstat(fd)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_uid != os.getuid()
+            or st.st_mode & 0o077
+            or st.st_size != _USAGE_SIZE
+        ):
+            os.close(fd)
+            raise OSError(errno.EPERM, f"{self.path}/{_USAGE} is not a usage file of ours")
+        self._fd, self._map, self._pid = fd, mmap.mmap(fd, _USAGE_SIZE), os.getpid()
+
+    def server_alive(self) -> bool:
+        """Is the area's server still running? (It holds ``alive`` locked until it exits.)"""
+        if self._owner:
+            return True
+        try:
+            fcntl.flock(self._alive_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(self._alive_fd, fcntl.LOCK_UN)
+        return False
+
+    def close(self) -> None:
+        if self._alive_fd >= 0:
+            os.close(self._alive_fd)
+            self._alive_fd = -1
+        if self._map is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            os.close(self._fd)
+            self._map = None
+
+    def _acquire(self) -> mmap.mmap:
+        self._thread_lock.acquire()
+        try:
+            if self._pid != os.getpid():
+                self._open()
+            assert self._map is not None
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self._map
+
+    def _release(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[mmap.mmap]:
+        """Exclusive use of the usage file (this thread and process only)."""
+        m = self._acquire()
+        try:
+            yield m
+        finally:
+            self._release()
+
+    def _add(self, *changes: tuple[int, int]) -> None:
+        """Add to counters of the usage file, under its lock (the hot path: no generator)."""
+        m = self._acquire()
+        try:
+            for slot, by in changes:
+                _Q.pack_into(m, slot * 8, _Q.unpack_from(m, slot * 8)[0] + by)
+        finally:
+            self._release()
+
+    # -- what clients and the server both do ---------------------------------------
+
+    def put(self, key: bytes, parts: Sequence[Any]) -> bool:
+        """Store ``parts`` (back to back) as ``key``; ``False`` when it does not fit
+        (the caller sends it to the server, which decides) or the area is gone."""
+        if not self.server_alive():
+            return False
+        views = [memoryview(p).cast("B") for p in parts]
+        nbytes = sum(v.nbytes for v in views)
+        temp = f"{self._prefix}t-{os.getpid()}-{os.urandom(16).hex()}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _F, 0o600)
+        except FileNotFoundError:
+            return False  # the server stopped and its area went with it
+        try:
+            try:
+                written = os.writev(fd, views)
+            finally:
+                os.close(fd)
+            if written != nbytes:  # tmpfs writes all or fails; be sure anyway
+                raise OSError(errno.EIO, f"short write to {temp}")
+            m = self._acquire()
+            try:
+                used = _Q.unpack_from(m, _BYTES * 8)[0] + _Q.unpack_from(m, _SERVER * 8)[0]
+                limit = _Q.unpack_from(m, _LIMIT * 8)[0]
+                if limit >= 0 and used + nbytes > limit:
+                    return False
+                for slot, by in ((_BYTES, nbytes), (_OBJECTS, 1), (4, 1), (_BYTES_IN, nbytes)):
+                    _Q.pack_into(m, slot * 8, _Q.unpack_from(m, slot * 8)[0] + by)
+            finally:
+                self._release()
+            final = self._name(key)
+            try:
+                try:
+                    os.link(temp, final)
+                except FileExistsError:  # written before: replace it, counting it out once
+                    self.evict(key, count=False)
+                    os.link(temp, final)
+            except BaseException:
+                self._add((4, -1), (_BYTES, -nbytes), (_OBJECTS, -1), (_BYTES_IN, -nbytes))
+                raise
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    def get(self, key: bytes, count: bool = True) -> bytearray | None:
+        """The object's bytes (a private, writable copy), or ``None`` if it is not here."""
+        if not self.server_alive():
+            return None
+        try:
+            fd = os.open(self._name(key), os.O_RDONLY | _F)
+        except OSError:
+            return None
+        try:
+            size = _check(fd, key)
+            if size < 0:
+                return None
+            buf = bytearray(size)
+            if size and os.readv(fd, [buf]) != size:
+                return None
+        finally:
+            os.close(fd)
+        if count:
+            self._add((5, 1), (_BYTES_OUT, size))
+        return buf
+
+    def exists(self, key: bytes, count: bool = True) -> bool:
+        if not self.server_alive():
+            return False
+        try:
+            st = os.lstat(self._name(key))
+        except OSError:
+            return False
+        found = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+        if found and count:
+            self._add((6, 1))
+        return found
+
+    def evict(self, key: bytes, count: bool = True) -> bool:
+        """Remove ``key``'s file; ``True`` if there was one. Readers that opened it
+        keep reading it (the kernel frees it when they close it)."""
+        if not self.server_alive():
+            return False
+        temp = f"{self._prefix}t-{os.getpid()}-{os.urandom(16).hex()}"
+        try:
+            os.rename(self._name(key), temp)  # atomic: one evictor wins
+        except OSError:
+            return False
+        try:
+            size = os.lstat(temp).st_size
+        finally:
+            os.unlink(temp)
+        self._add((_BYTES, -size), (_OBJECTS, -1), (7, 1 if count else 0))
+        return True
+
+    # -- the server's side ------------------------------------------------------------
+
+    def publish_server_bytes(self, nbytes: int) -> None:
+        """The bytes the server holds (and has promised), which direct puts must leave."""
+        with self.locked() as m:
+            set_server_bytes(m, nbytes)
+
+    def usage(self) -> dict[str, int]:
+        """Bytes, objects and operation counters of the area (for the server's status)."""
+        with self.locked() as m:
+            v = [_Q.unpack_from(m, i * 8)[0] for i in range(_SLOTS)]
+        return {
+            "bytes": v[_BYTES],
+            "objects": v[_OBJECTS],
+            "bytes_in": v[_BYTES_IN],
+            "bytes_out": v[_BYTES_OUT],
+            **{op: v[4 + i] for i, op in enumerate(COUNTERS)},
+        }
+
+    def remove(self) -> None:
+        """Remove the whole area (the server stopping); open readers are unaffected."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def sweep_area(path: Path, alive: Callable[[int], bool] | None = None) -> list[str]:
+    """Remove the temporary files of dead writers in an area; return their names."""
+    from warpstore.server.runtime import pid_alive
+
+    is_alive = alive or pid_alive
+    removed = []
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    for name in names:
+        m = _TEMP.match(name)
+        if m and not is_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(path / name)
+            removed.append(name)
+    return removed
+
+
+def _areas(shm_dir: Path) -> Iterator[tuple[Path, int]]:
+    """The areas beside ``shm_dir`` that belong to it, with their servers' pids."""
+    try:
+        names = os.listdir(shm_dir.parent)
+    except OSError:
+        return
+    for name in sorted(names):
+        m = AREA.match(name)
+        path = shm_dir.parent / name
+        if m and m.group(1) == shm_dir.name and stat.S_ISDIR(os.lstat(path).st_mode):
+            yield path, int(m.group(2))
+
+
+def sweep_areas(
+    shm_dir: Path, alive: Callable[[int], bool] | None = None, everything: bool = False
+) -> list[Path]:
+    """Remove the areas of ``shm_dir``'s dead servers (every area with ``everything``)
+    and dead writers' files in the others; return the objects and files that went."""
+    from warpstore.server.runtime import pid_alive
+
+    is_alive = alive or pid_alive
+    removed: list[Path] = []
+    for path, pid in list(_areas(shm_dir)):
+        if everything or not is_alive(pid):
+            removed.extend(path / n for n in leftover_names(path))
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            removed.extend(path / n for n in sweep_area(path, is_alive))
+    return removed
+
+
+def leftover_names(path: Path) -> list[str]:
+    """Objects and temporary files in an area (what a teardown check reports)."""
+    try:
+        return sorted(n for n in os.listdir(path) if _OBJECT.match(n) or _TEMP.match(n))
+    except OSError:
+        return []
+
+
+def leftover_files(shm_dir: Path) -> list[Path]:
+    """Every object and temporary file in the areas of ``shm_dir``."""
+    return [path / n for path, _ in _areas(shm_dir) for n in leftover_names(path)]
+
+
+class SweepTimer:
+    """Calls ``sweep`` at most once per ``interval`` seconds (from the server's loop)."""
+
+    def __init__(self, sweep: Callable[[], object], interval: float = 60.0) -> None:
+        self.sweep, self.interval, self.last = sweep, interval, time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.sweep()
