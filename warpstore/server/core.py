@@ -291,11 +291,12 @@ class ServerCore:
             return None
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
+        held = self.table.nbytes + (self.direct.usage()["bytes"] if self.direct else 0)
         return Reply(
             Status.STORE_FULL,
             message=(
-                f"{self.describe()} is full: it holds {self.table.nbytes} bytes "
-                f"({format_size(self.table.nbytes)}) of its {limit}-byte "
+                f"{self.describe()} is full: it holds {held} bytes "
+                f"({format_size(held)}) of its {limit}-byte "
                 f"({format_size(limit)}) limit and cannot take {nbytes} more "
                 f"({format_size(nbytes)}) for key {key.decode(errors='replace')}"
             ),
