@@ -17,7 +17,9 @@ time against one remote get.
 
 Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
 processes, warpstore's node server next to raw redis-py against a local
-redis-server (``redis-server`` on PATH; skipped with a message otherwise).
+redis-server (``redis-server`` on PATH; skipped with a message otherwise):
+same-node small objects as files of the server's area (server/direct.py, no
+round trip) and, for comparison, the server socket (``WARPSTORE_DIRECT=0``).
 """
 
 from __future__ import annotations
@@ -164,13 +166,22 @@ def small(clients: list[int], seconds: float) -> list[tuple[str, float, str]]:
     from _timing import redis_server
 
     rows: list[tuple[str, float, str]] = []
-    starter = ZMQConnector(address="127.0.0.1", timeout=60)
-    starter.local_server()
-    try:
-        ours = {n: _pairs_per_s(_warpstore_pairs, (), n, seconds) for n in clients}
-    finally:
-        starter.stop_server()
-        starter.close()
+
+    def run_ours(direct: bool) -> dict[int, float]:
+        # WARPSTORE_DIRECT=0: the server makes no small-object area, so small
+        # objects take the socket (the path before same-node direct files)
+        os.environ["WARPSTORE_DIRECT"] = "1" if direct else "0"
+        starter = ZMQConnector(address="127.0.0.1", timeout=60)
+        starter.local_server()
+        try:
+            return {n: _pairs_per_s(_warpstore_pairs, (), n, seconds) for n in clients}
+        finally:
+            starter.stop_server()
+            starter.close()
+            os.environ.pop("WARPSTORE_DIRECT", None)
+
+    ours = run_ours(True)
+    socket = run_ours(False)
     theirs: dict[int, float] = {}
     try:
         import redis  # noqa: F401
@@ -181,7 +192,9 @@ def small(clients: list[int], seconds: float) -> list[tuple[str, float, str]]:
         print(f"redis rows skipped: {e}", file=sys.stderr)
     for n in clients:
         ratio = f"{ours[n] / theirs[n]:.2f}x redis" if n in theirs else ""
-        rows.append((f"warpstore node server, {n} client process(es)", ours[n], ratio))
+        rows.append((f"warpstore, same-node direct, {n} client process(es)", ours[n], ratio))
+        ratio = f"{socket[n] / theirs[n]:.2f}x redis" if n in theirs else ""
+        rows.append((f"warpstore, via the server socket, {n} client(s)", socket[n], ratio))
         if n in theirs:
             rows.append((f"raw redis-py + redis-server, {n} client process(es)", theirs[n], ""))
     return rows

@@ -506,7 +506,7 @@ def test_stale_server_json_neither_blocks_nor_gets_killed(runtime: Path, pid_val
 def test_sigstopped_server_is_reported_with_pid_and_fix(runtime: Path) -> None:
     c = ZMQConnector(timeout=30, heartbeat_timeout=2.0)
     info = c.local_server()
-    key = c.put(b"x")
+    key = c.put(b"x" * (1 << 17))  # not a small object: those never reach the server
     os.kill(info["pid"], signal.SIGSTOP)
     try:
         start = time.monotonic()
@@ -538,8 +538,11 @@ def test_killed_server_is_noticed_in_seconds_not_at_the_timeout(runtime: Path) -
     c = ZMQConnector(timeout=30)
     try:
         key = c.put(b"x")
-        os.kill(c.local_server()["pid"], signal.SIGKILL)
+        pid = c.local_server()["pid"]
+        os.kill(pid, signal.SIGKILL)
         start = time.monotonic()
+        while pid_alive(pid) and time.monotonic() - start < 5:  # kill(2) does not wait
+            time.sleep(0.01)
         with pytest.raises(ConnectorConnectionError, match=key.address.replace(".", r"\.")):
             c.get(key)
         assert time.monotonic() - start < 5  # before: the 30 s timeout
