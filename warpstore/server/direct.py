@@ -121,7 +121,7 @@ def _derive(token: bytes, purpose: bytes) -> bytes:
     return hmac.digest(token, b"warpstore/2 direct " + purpose, "sha256")
 
 
-def _check(fd: int, what: Any) -> int:
+def _check(fd: int) -> int:
     """Regular, ours, 0600: the object's size; else ``-1`` (treated as absent)."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
@@ -164,12 +164,16 @@ class DirectArea:
             m[_CHECK : _CHECK + 32] = check
             m.close()
             os.close(fd)
-            # held (exclusively) until this process exits: clients see it die
-            self._alive_fd = os.open(path / _ALIVE, os.O_RDWR | os.O_CREAT | os.O_EXCL | _F, 0o600)
+            # held (exclusively) until this process exits: clients see it die. Locked
+            # before it gets its name, so an ``alive`` file is never seen unlocked
+            # while its server lives.
+            making = path / f"{_ALIVE}.new"
+            self._alive_fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | _F, 0o600)
             fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(making, path / _ALIVE)
         else:
             self._alive_fd = os.open(path / _ALIVE, os.O_RDONLY | _F)
-            if _check(self._alive_fd, path) < 0:
+            if _check(self._alive_fd) < 0:
                 os.close(self._alive_fd)
                 raise OSError(errno.EPERM, f"{path}/{_ALIVE} is not a file of ours")
         self._owner = create
@@ -315,7 +319,7 @@ class DirectArea:
         except OSError:
             return None
         try:
-            size = _check(fd, key)
+            size = _check(fd)
             if size < 0:
                 return None
             buf = bytearray(size)
@@ -413,6 +417,24 @@ def _areas(shm_dir: Path) -> Iterator[tuple[Path, int]]:
             yield path, int(m.group(2))
 
 
+def _locked(alive: Path) -> bool:
+    """Is the area's server alive, by its lock (which a reused pid does not hold)?
+    An area without an ``alive`` file yet counts as alive: it is being made."""
+    try:
+        fd = os.open(alive, os.O_RDONLY | _F)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops a lock we got
+    return False
+
+
 def sweep_areas(
     shm_dir: Path, alive: Callable[[int], bool] | None = None, everything: bool = False
 ) -> list[Path]:
@@ -423,7 +445,7 @@ def sweep_areas(
     is_alive = alive or pid_alive
     removed: list[Path] = []
     for path, pid in list(_areas(shm_dir)):
-        if everything or not is_alive(pid):
+        if everything or not is_alive(pid) or not _locked(path / _ALIVE):
             removed.extend(path / n for n in leftover_names(path))
             shutil.rmtree(path, ignore_errors=True)
         else:
