@@ -85,13 +85,19 @@ _TEMP = re.compile(r"^t-([0-9]{1,10})-[0-9a-f]{32}$")
 _OBJECT = re.compile(r"^k-[0-9a-f]{32}$")
 _USAGE = "usage"
 _ALIVE = "alive"
-# int64 slots of the usage file
-_BYTES, _OBJECTS, _SERVER, _LIMIT = 0, 1, 2, 3
-COUNTERS = ("PUT", "GET", "EXISTS", "EVICT")  # slots 4..7: direct operations
-_BYTES_IN, _BYTES_OUT = 8, 9
-_SLOTS = 10
+# The usage file: a header of int64s, then one record per process that used the
+# area. Only the header's limit-counted bytes need the lock (and only when there is
+# a memory limit); each process adds to its own record without it, so processes do
+# not queue on one lock for every get. The server sums the records for its status.
+_BYTES, _SERVER, _LIMIT, _NRECORDS = 0, 1, 2, 3  # header slots
 _CHECK = 96  # offset of the token's check value (32 bytes)
-_USAGE_SIZE = 128
+_HEADER = 128
+# record slots: owner pid, then what it added (net bytes/objects may be negative)
+_PID, _RBYTES, _ROBJECTS, _PUT, _GET, _EXISTS, _EVICT, _BYTES_IN, _BYTES_OUT = range(9)
+COUNTERS = ("PUT", "GET", "EXISTS", "EVICT")
+_RECORD = 128
+_RECORDS = 1024  # processes per node with a record of their own; others share record 0
+_USAGE_SIZE = _HEADER + _RECORDS * _RECORD
 _Q = struct.Struct("<q")
 _F = os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -108,7 +114,8 @@ def is_area(path: Path) -> bool:
 
 
 def direct_bytes(usage: Any) -> int:
-    """Bytes of the area's objects, from the usage map (hold :meth:`DirectArea.locked`)."""
+    """Bytes of the area's objects as the memory limit counts them (kept only when
+    there is a limit), from the usage map (hold :meth:`DirectArea.locked`)."""
     return int(_Q.unpack_from(usage, _BYTES * 8)[0])
 
 
@@ -180,12 +187,14 @@ class DirectArea:
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing an fd
         self._pid = -1
         self._fd = -1
+        self._record = 0  # offset of this process's record (record 0: shared, locked)
         self._map: mmap.mmap | None = None
         self._open()
         assert self._map is not None
         if not hmac.compare_digest(self._map[_CHECK : _CHECK + 32], check):
             self.close()
             raise OSError(errno.EACCES, f"{path} belongs to a job with another token")
+        self._limited: bool = _Q.unpack_from(self._map, _LIMIT * 8)[0] >= 0
 
     def _name(self, key: bytes) -> str:
         digest = hashlib.blake2b(key, digest_size=16, key=self._name_key).hexdigest()
@@ -204,6 +213,33 @@ class DirectArea:
             os.close(fd)
             raise OSError(errno.EPERM, f"{self.path}/{_USAGE} is not a usage file of ours")
         self._fd, self._map, self._pid = fd, mmap.mmap(fd, _USAGE_SIZE), os.getpid()
+        self._record = self._claim()
+
+    def _claim(self) -> int:
+        """A record of our own: a free one, or one whose process is gone (its counts stay)."""
+        from warpstore.server.runtime import pid_alive
+
+        assert self._map is not None
+        m, pid = self._map, os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            used = int(_Q.unpack_from(m, _NRECORDS * 8)[0])
+            for i in range(1, used):
+                off = _HEADER + i * _RECORD
+                owner = _Q.unpack_from(m, off)[0]
+                if owner == pid or not pid_alive(owner):
+                    _Q.pack_into(m, off, pid)
+                    return off
+            if used < 1:
+                used = 1
+            if used >= _RECORDS:
+                return _HEADER  # record 0, shared under the lock
+            off = _HEADER + used * _RECORD
+            _Q.pack_into(m, off, pid)
+            _Q.pack_into(m, _NRECORDS * 8, used + 1)
+            return off
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def server_alive(self) -> bool:
         """Is the area's server still running? (It holds ``alive`` locked until it exits.)"""
@@ -256,11 +292,35 @@ class DirectArea:
             self._release()
 
     def _add(self, *changes: tuple[int, int]) -> None:
-        """Add to counters of the usage file, under its lock (the hot path: no generator)."""
+        """Add to this process's record (without the file lock unless it is the shared one)."""
+        with self._thread_lock:
+            if self._pid != os.getpid():
+                self._open()  # a forked child: a record (and a lock) of its own
+            m, base = self._map, self._record
+            assert m is not None
+            shared = base == _HEADER
+            if shared:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                for slot, by in changes:
+                    off = base + slot * 8
+                    _Q.pack_into(m, off, _Q.unpack_from(m, off)[0] + by)
+            finally:
+                if shared:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _limit_add(self, nbytes: int) -> bool:
+        """With a memory limit: take ``nbytes`` of it (``False``: they do not fit) or give
+        them back (negative), under the lock, with what the server holds counted too."""
         m = self._acquire()
         try:
-            for slot, by in changes:
-                _Q.pack_into(m, slot * 8, _Q.unpack_from(m, slot * 8)[0] + by)
+            used = _Q.unpack_from(m, _BYTES * 8)[0]
+            if nbytes > 0:
+                server = _Q.unpack_from(m, _SERVER * 8)[0]
+                if used + server + nbytes > _Q.unpack_from(m, _LIMIT * 8)[0]:
+                    return False
+            _Q.pack_into(m, _BYTES * 8, used + nbytes)
+            return True
         finally:
             self._release()
 
@@ -285,16 +345,9 @@ class DirectArea:
                 os.close(fd)
             if written != nbytes:  # tmpfs writes all or fails; be sure anyway
                 raise OSError(errno.EIO, f"short write to {temp}")
-            m = self._acquire()
-            try:
-                used = _Q.unpack_from(m, _BYTES * 8)[0] + _Q.unpack_from(m, _SERVER * 8)[0]
-                limit = _Q.unpack_from(m, _LIMIT * 8)[0]
-                if limit >= 0 and used + nbytes > limit:
-                    return False
-                for slot, by in ((_BYTES, nbytes), (_OBJECTS, 1), (4, 1), (_BYTES_IN, nbytes)):
-                    _Q.pack_into(m, slot * 8, _Q.unpack_from(m, slot * 8)[0] + by)
-            finally:
-                self._release()
+            if self._limited and not self._limit_add(nbytes):
+                return False
+            self._add((_RBYTES, nbytes), (_ROBJECTS, 1), (_PUT, 1), (_BYTES_IN, nbytes))
             final = self._name(key)
             try:
                 try:
@@ -303,7 +356,9 @@ class DirectArea:
                     self.evict(key, count=False)
                     os.link(temp, final)
             except BaseException:
-                self._add((4, -1), (_BYTES, -nbytes), (_OBJECTS, -1), (_BYTES_IN, -nbytes))
+                self._add((_RBYTES, -nbytes), (_ROBJECTS, -1), (_PUT, -1), (_BYTES_IN, -nbytes))
+                if self._limited:
+                    self._limit_add(-nbytes)
                 raise
             return True
         finally:
@@ -328,7 +383,7 @@ class DirectArea:
         finally:
             os.close(fd)
         if count:
-            self._add((5, 1), (_BYTES_OUT, size))
+            self._add((_GET, 1), (_BYTES_OUT, size))
         return buf
 
     def exists(self, key: bytes, count: bool = True) -> bool:
@@ -340,7 +395,7 @@ class DirectArea:
             return False
         found = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
         if found and count:
-            self._add((6, 1))
+            self._add((_EXISTS, 1))
         return found
 
     def evict(self, key: bytes, count: bool = True) -> bool:
@@ -357,7 +412,9 @@ class DirectArea:
             size = os.lstat(temp).st_size
         finally:
             os.unlink(temp)
-        self._add((_BYTES, -size), (_OBJECTS, -1), (7, 1 if count else 0))
+        if self._limited:
+            self._limit_add(-size)
+        self._add((_RBYTES, -size), (_ROBJECTS, -1), (_EVICT, 1 if count else 0))
         return True
 
     # -- the server's side ------------------------------------------------------------
@@ -368,15 +425,21 @@ class DirectArea:
             set_server_bytes(m, nbytes)
 
     def usage(self) -> dict[str, int]:
-        """Bytes, objects and operation counters of the area (for the server's status)."""
+        """Bytes, objects and operation counters of the area (for the server's status):
+        the sum of every process's record."""
         with self.locked() as m:
-            v = [_Q.unpack_from(m, i * 8)[0] for i in range(_SLOTS)]
+            n = max(1, _Q.unpack_from(m, _NRECORDS * 8)[0])
+            total = [0] * 9
+            for i in range(n):
+                values = struct.unpack_from("<9q", m, _HEADER + i * _RECORD)
+                for j in range(1, 9):
+                    total[j] += values[j]
         return {
-            "bytes": v[_BYTES],
-            "objects": v[_OBJECTS],
-            "bytes_in": v[_BYTES_IN],
-            "bytes_out": v[_BYTES_OUT],
-            **{op: v[4 + i] for i, op in enumerate(COUNTERS)},
+            "bytes": total[_RBYTES],
+            "objects": total[_ROBJECTS],
+            "bytes_in": total[_BYTES_IN],
+            "bytes_out": total[_BYTES_OUT],
+            **{op: total[_PUT + i] for i, op in enumerate(COUNTERS)},
         }
 
     def remove(self) -> None:
