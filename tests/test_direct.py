@@ -58,8 +58,10 @@ def area(tmp_path: Path) -> Any:
 # -- the area on its own ------------------------------------------------------------------
 
 
-def test_put_get_exists_evict_and_count(area: Any) -> None:
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named-temporary"])
+def test_put_get_exists_evict_and_count(area: Any, unnamed: bool) -> None:
     client = direct.DirectArea(area.path, TOKEN)
+    client._tmpfile &= unnamed  # file systems without O_TMPFILE: a named temporary file
     assert client.put(b"k1", [b"head:", memoryview(b"x" * 995)])
     assert area.get(b"k1") == bytearray(b"head:" + b"x" * 995)  # another handle sees it
     assert client.exists(b"k1") and not client.exists(b"k2")

@@ -456,12 +456,13 @@ class NodeServerConnector(ConnectorMixin):
         local = self._local_info()
         if local is not None and local["address"] != key.address and self.cache_remote:
             return self._get_cached(key, local)
-        directory = self._shm_dir(key.address, local)
-        if directory is not None:
-            area = self._area(key.address, local)
-            small = area.get(object_id) if area is not None else None
+        area = self._area(key.address, local)
+        if area is not None:  # a small same-node object: no message at all
+            small = area.get(object_id)
             if small is not None:
                 return small
+        directory = self._shm_dir(key.address, local)
+        if directory is not None:
             status, reply = self._client.request(key.address, Op.GET_SHM, object_id)
             if status != Status.OK:
                 return None

@@ -16,20 +16,25 @@ boundary (:mod:`warpstore.server.shm`), so for objects under
   (BLAKE2b keyed with a key derived from the job token, and the usage file
   carries a check value of the token: a connector with another token does
   not use the area, and its requests reach the server, which refuses them
-  as before); a put
-  writes ``t-<pid>-<random>`` (``O_CREAT | O_EXCL | O_NOFOLLOW``) and
+  as before). A put writes an unnamed ``O_TMPFILE`` (on file systems without
+  it, ``t-<pid>-<random>`` with ``O_CREAT | O_EXCL | O_NOFOLLOW``) and
   publishes it with ``link(2)`` (so it appears complete or not at all, and a
   key that exists is never silently replaced behind the byte count); a get
   opens ``O_NOFOLLOW``, checks regular/ours/0600 and reads; ``exists`` is a
   ``stat``; evict renames the file to a temporary name first (only one
   evictor wins, so its size is subtracted once) and unlinks it;
-* ``usage`` (0600, a few int64s, mapped by everyone) holds the bytes and
-  count of these objects, the bytes the server itself holds, the memory limit
-  and the operation counters of the server's report. It is changed only
-  under ``flock(2)``, which the server also takes when it checks its own
-  room, so the memory limit covers both and ``StoreFullError`` still comes
-  from the server: a direct put that does not fit goes over the socket, and
-  the server drops node-local cache copies or refuses it;
+* ``usage`` (0600, mapped by everyone) has a header (the memory limit, the
+  bytes the server itself holds or promised, and, when there is a limit, the
+  bytes of these objects) and one record per process with what it added:
+  objects, bytes and the operation counters of the server's report. A
+  process adds to its own record without a lock (threads take a thread
+  lock; a forked child claims a record of its own), so gets never queue on
+  one lock; the server sums the records. With a memory limit, a put also
+  takes its bytes from the header's count under ``flock(2)``, which the
+  server takes too when it checks its own room, so the limit covers both and
+  ``StoreFullError`` still comes from the server: a direct put that does not
+  fit goes over the socket, and the server drops node-local cache copies or
+  refuses it;
 * the server holds an exclusive ``flock`` on the area's ``alive`` file for
   its lifetime; a client probes it (one non-blocking ``flock``) before each
   operation, so objects die with their server exactly as the ones in its
@@ -41,7 +46,7 @@ boundary (:mod:`warpstore.server.shm`), so for objects under
 A key is meant to be written once (as every connector's keys are): a key
 written both through the socket and directly is served from its file.
 
-A writer that dies leaves a ``t-<pid>-...`` file; :func:`sweep_area` removes
+A writer that dies with a named temporary file leaves ``t-<pid>-...``; :func:`sweep_area` removes
 those of dead processes (the server runs it when it starts and at most once
 a minute while serving), :func:`sweep_areas` whole areas of dead servers.
 """
@@ -157,7 +162,7 @@ class DirectArea:
         self._name_key = _derive(token, b"names")
         check = _derive(token, b"check")
         self._prefix = str(path) + "/"
-        self._alive_fd = -1
+        self._alive_fd = self._dirfd = -1
         if create:
             path.mkdir(mode=0o700)
         st = os.lstat(path)
@@ -184,6 +189,8 @@ class DirectArea:
                 os.close(self._alive_fd)
                 raise OSError(errno.EPERM, f"{path}/{_ALIVE} is not a file of ours")
         self._owner = create
+        self._tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+        self._dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _F)
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing an fd
         self._pid = -1
         self._fd = -1
@@ -255,6 +262,9 @@ class DirectArea:
         return False
 
     def close(self) -> None:
+        if self._dirfd >= 0:
+            os.close(self._dirfd)
+            self._dirfd = -1
         if self._alive_fd >= 0:
             os.close(self._alive_fd)
             self._alive_fd = -1
@@ -326,6 +336,25 @@ class DirectArea:
 
     # -- what clients and the server both do ---------------------------------------
 
+    def _new_file(self) -> tuple[int, str | None]:
+        """A file to write an object into: unnamed (``O_TMPFILE``: nothing to remove if we
+        die, no directory entry until it is complete) or, where the file system has no
+        ``O_TMPFILE``, ``t-<pid>-<random>``. ``(-1, None)`` when the area is gone."""
+        if self._tmpfile:
+            try:
+                return os.open(self.path, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600), None
+            except FileNotFoundError:
+                return -1, None
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._tmpfile = False
+        temp = f"{self._prefix}t-{os.getpid()}-{os.urandom(16).hex()}"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _F, 0o600), temp
+        except FileNotFoundError:
+            return -1, None
+
     def put(self, key: bytes, parts: Sequence[Any]) -> bool:
         """Store ``parts`` (back to back) as ``key``; ``False`` when it does not fit
         (the caller sends it to the server, which decides) or the area is gone."""
@@ -333,28 +362,34 @@ class DirectArea:
             return False
         views = [memoryview(p).cast("B") for p in parts]
         nbytes = sum(v.nbytes for v in views)
-        temp = f"{self._prefix}t-{os.getpid()}-{os.urandom(16).hex()}"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _F, 0o600)
-        except FileNotFoundError:
+        fd, temp = self._new_file()
+        if fd < 0:
             return False  # the server stopped and its area went with it
         try:
-            try:
-                written = os.writev(fd, views)
-            finally:
-                os.close(fd)
-            if written != nbytes:  # tmpfs writes all or fails; be sure anyway
-                raise OSError(errno.EIO, f"short write to {temp}")
+            if os.writev(fd, views) != nbytes:  # tmpfs writes all or fails; be sure anyway
+                raise OSError(errno.EIO, f"short write of a small object in {self.path}")
             if self._limited and not self._limit_add(nbytes):
                 return False
             self._add((_RBYTES, nbytes), (_ROBJECTS, 1), (_PUT, 1), (_BYTES_IN, nbytes))
             final = self._name(key)
+
+            # published complete, by one link: an unnamed file through /proc (linkat
+            # with AT_SYMLINK_FOLLOW), a named one directly
+            # (a dir_fd makes Python call linkat, not link, which would link the
+            # /proc symlink itself)
+            def publish() -> None:
+                if temp is None:
+                    name = final[len(self._prefix) :]
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self._dirfd)
+                else:
+                    os.link(temp, final, follow_symlinks=False)
+
             try:
                 try:
-                    os.link(temp, final)
+                    publish()
                 except FileExistsError:  # written before: replace it, counting it out once
                     self.evict(key, count=False)
-                    os.link(temp, final)
+                    publish()
             except BaseException:
                 self._add((_RBYTES, -nbytes), (_ROBJECTS, -1), (_PUT, -1), (_BYTES_IN, -nbytes))
                 if self._limited:
@@ -362,8 +397,10 @@ class DirectArea:
                 raise
             return True
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            os.close(fd)
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
 
     def get(self, key: bytes, count: bool = True) -> bytearray | None:
         """The object's bytes (a private, writable copy), or ``None`` if it is not here."""
