@@ -88,6 +88,10 @@ __all__ = [
 AREA = re.compile(r"^(.+)\.small-([0-9]{1,10})$")
 _TEMP = re.compile(r"^t-([0-9]{1,10})-[0-9a-f]{32}$")
 _OBJECT = re.compile(r"^k-[0-9a-f]{32}$")
+# Objects are spread over 16 subdirectories (by the first digit of their name): a
+# link, rename or unlink takes its directory's lock, and with many processes on few
+# cores one preempted holder would stall every other writer of a single directory.
+_SHARDS = "0123456789abcdef"
 _USAGE = "usage"
 _ALIVE = "alive"
 # The usage file: a header of int64s, then one record per process that used the
@@ -165,6 +169,8 @@ class DirectArea:
         self._alive_fd = self._dirfd = -1
         if create:
             path.mkdir(mode=0o700)
+            for shard in _SHARDS:
+                (path / shard).mkdir(mode=0o700)
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise OSError(errno.EPERM, f"{path} is not a private directory of ours")
@@ -205,7 +211,7 @@ class DirectArea:
 
     def _name(self, key: bytes) -> str:
         digest = hashlib.blake2b(key, digest_size=16, key=self._name_key).hexdigest()
-        return f"{self._prefix}k-{digest}"
+        return f"{self._prefix}{digest[0]}/k-{digest}"
 
     def _open(self) -> None:
         """(Re)open the usage file: a forked child must not share its parent's lock."""
@@ -440,9 +446,11 @@ class DirectArea:
         keep reading it (the kernel frees it when they close it)."""
         if not self.server_alive():
             return False
-        temp = f"{self._prefix}t-{os.getpid()}-{os.urandom(16).hex()}"
+        name = self._name(key)
+        # in the same directory: a rename across directories takes a file-system-wide lock
+        temp = f"{name[:-34]}t-{os.getpid()}-{os.urandom(16).hex()}"
         try:
-            os.rename(self._name(key), temp)  # atomic: one evictor wins
+            os.rename(name, temp)  # atomic: one evictor wins
         except OSError:
             return False
         try:
@@ -491,12 +499,8 @@ def sweep_area(path: Path, alive: Callable[[int], bool] | None = None) -> list[s
 
     is_alive = alive or pid_alive
     removed = []
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return []
-    for name in names:
-        m = _TEMP.match(name)
+    for name in _names(path):
+        m = _TEMP.match(name.rsplit("/", 1)[-1])
         if m and not is_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(path / name)
@@ -553,12 +557,21 @@ def sweep_areas(
     return removed
 
 
+def _names(path: Path) -> list[str]:
+    """Every entry of an area and of its subdirectories, relative to it."""
+    found: list[str] = []
+    for sub in ("", *(f"{s}/" for s in _SHARDS)):
+        with contextlib.suppress(OSError):
+            found.extend(sub + n for n in os.listdir(f"{path}/{sub}"))
+    return found
+
+
 def leftover_names(path: Path) -> list[str]:
-    """Objects and temporary files in an area (what a teardown check reports)."""
-    try:
-        return sorted(n for n in os.listdir(path) if _OBJECT.match(n) or _TEMP.match(n))
-    except OSError:
-        return []
+    """Objects and temporary files in an area, relative to it (what a teardown check
+    reports)."""
+    return sorted(
+        n for n in _names(path) if _OBJECT.match(base := n.rsplit("/", 1)[-1]) or _TEMP.match(base)
+    )
 
 
 def leftover_files(shm_dir: Path) -> list[Path]:
