@@ -20,6 +20,13 @@ and bytes from it as read-only *views* (no copy at all), or, with
 ``copy=True``, private writable copies. This is the client base, so every
 transport has it; ``shared_memory=False`` (or ``WARPSTORE_SHM=0``) turns it
 off.
+
+Same node, small objects (:mod:`warpstore.server.direct`): below
+:data:`shm.INLINE_MAX` a put, get, exists or evict of this node's server's
+key sends no message at all; the object is a file of the server's area,
+which the server also reads for remote requests and counts against its
+memory limit. A put that does not fit, or an area that is gone, falls back
+to the socket, where the server decides.
 """
 
 from __future__ import annotations

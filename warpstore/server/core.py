@@ -17,6 +17,11 @@ the network moves it into a segment once and from then on only hands out its
 name. Remote gets of segment objects send the mapping itself. The byte limit
 counts each object once, wherever it lives. Because this is the core, every
 transport (ZeroMQ, UCX, Margo) gets it.
+
+Small same-node objects never reach the core at all (:mod:`warpstore.server.direct`):
+clients keep them as files of the server's area. The core makes the area, counts it
+in the byte limit (under the area's lock), answers remote GET/EXISTS/EVICT from it, and
+adds its objects and operations to :meth:`ServerCore.status`.
 """
 
 from __future__ import annotations
