@@ -361,3 +361,25 @@ def test_crashed_server_area_is_cleaned_at_teardown(runtime: Path, transport: st
     removed = shm.cleanup_job(root=runtime)
     assert removed == left and shm.leftover_segments(root=runtime) == []
     c.close()
+
+
+def test_store_small_objects_go_direct_and_large_ones_through_segments(
+    runtime: Path, transport: str
+) -> None:
+    import numpy as np
+
+    from warpstore.store import Store
+
+    c = _connect(transport)
+    with Store(f"direct-{transport}", c, cache_size=0) as store:
+        small, large = np.arange(10), np.arange(100_000)
+        k_small, k_large = store.put(small), store.put(large)
+        assert (store.get(k_small) == small).all() and (store.get(k_large) == large).all()
+        assert store.get(k_small).flags.writeable  # a private copy, as before
+        assert store.exists(k_small)
+        store.evict(k_small)
+        assert not store.exists(k_small) and store.get(k_small) is None
+        requests = _server_requests(c)
+        assert requests.get("PUT_SHM") == 1 and "PUT" not in requests  # only the large one
+        assert c.server_status()["direct"]["EVICT"] == 1
+    c.close()
