@@ -130,7 +130,8 @@ class ObjectTable:
         return False
 
     def _publish(self) -> None:
-        if self.direct is not None:
+        # only a limit needs it: without one the server never takes the area's lock
+        if self.direct is not None and self.memory_limit is not None:
             self.direct.publish_server_bytes(self.nbytes + self.reserved)
 
     def put(

@@ -34,7 +34,10 @@ boundary (:mod:`warpstore.server.shm`), so for objects under
   server takes too when it checks its own room, so the limit covers both and
   ``StoreFullError`` still comes from the server: a direct put that does not
   fit goes over the socket, and the server drops node-local cache copies or
-  refuses it;
+  refuses it. Without a limit the server never takes the lock; with one, a
+  client stopped (``SIGSTOP``) inside its few-instruction critical section
+  holds up the server's room checks until it continues (a client that dies
+  releases the lock with its file);
 * the server holds an exclusive ``flock`` on the area's ``alive`` file for
   its lifetime; a client probes it (one non-blocking ``flock``) before each
   operation, so objects die with their server exactly as the ones in its
@@ -471,14 +474,16 @@ class DirectArea:
 
     def usage(self) -> dict[str, int]:
         """Bytes, objects and operation counters of the area (for the server's status):
-        the sum of every process's record."""
-        with self.locked() as m:
-            n = max(1, _Q.unpack_from(m, _NRECORDS * 8)[0])
-            total = [0] * 9
-            for i in range(n):
-                values = struct.unpack_from("<9q", m, _HEADER + i * _RECORD)
-                for j in range(1, 9):
-                    total[j] += values[j]
+        the sum of every process's record. Read without the lock (each record has one
+        writer), so a client stopped while holding it never stalls the server's status."""
+        m = self._map
+        assert m is not None
+        n = max(1, _Q.unpack_from(m, _NRECORDS * 8)[0])
+        total = [0] * 9
+        for i in range(min(n, _RECORDS)):
+            values = struct.unpack_from("<9q", m, _HEADER + i * _RECORD)
+            for j in range(1, 9):
+                total[j] += values[j]
         return {
             "bytes": total[_RBYTES],
             "objects": total[_ROBJECTS],
