@@ -348,11 +348,12 @@ def test_crashed_server_area_is_cleaned_at_teardown(runtime: Path, transport: st
     c = _connect(transport)
     key = c.put(b"small")
     info = c.local_server()
+    area = c._area(key.address)
     os.kill(info["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while pid_alive(info["pid"]) and time.monotonic() < deadline:
+    # kill(2) does not wait, and a killed process's files close after its pid shows dead
+    while (pid_alive(info["pid"]) or area.server_alive()) and time.monotonic() < deadline:
         time.sleep(0.02)
-    area = c._area(key.address)
     assert not area.server_alive() and not area.exists(key.object_id.encode())
     with contextlib.suppress(ConnectorError):  # the socket: an error (ZeroMQ) or False
         assert not c.exists(key)  # the area is not used once its server is gone
