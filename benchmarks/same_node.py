@@ -1,7 +1,7 @@
 """Same-node data through a node server: shared memory vs the socket vs memcpy, one run.
 
     python benchmarks/same_node.py [--size 100MiB] [--repeat 9] [--small-seconds 3]
-                                   [--clients 1,4,8] [--no-small]
+                                   [--clients 1,4,8] [--small-rounds 1] [--no-small]
 
 Large objects (a ``--size`` numpy array through a ``Store`` and a ZeroMQ node
 server on this machine): a get as a read-only view and as a private copy
@@ -17,15 +17,21 @@ time against one remote get.
 
 Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
 processes, warpstore's node server next to raw redis-py against a local
-redis-server (``redis-server`` on PATH; skipped with a message otherwise).
+redis-server (``redis-server`` on PATH; skipped with a message otherwise):
+same-node small objects as files of the server's area (server/direct.py, no
+round trip) and, for comparison, the server socket (``WARPSTORE_DIRECT=0``).
+The three take turns for each client count (``--small-rounds N``: N turns,
+medians), so a change in the machine's load hits them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -160,30 +166,58 @@ def _pairs_per_s(
     return total / seconds
 
 
-def small(clients: list[int], seconds: float) -> list[tuple[str, float, str]]:
+def small(clients: list[int], seconds: float, rounds: int = 1) -> list[tuple[str, float, str]]:
+    """Pairs/s of each contender, median of ``rounds``; the contenders take turns
+    (direct, socket, Redis for each client count, round after round) so that a
+    change in the machine's load hits them alike."""
     from _timing import redis_server
 
     rows: list[tuple[str, float, str]] = []
-    starter = ZMQConnector(address="127.0.0.1", timeout=60)
-    starter.local_server()
+    root = os.environ["WARPSTORE_RUNTIME_DIR"]
+    servers = {}
+    # Two servers, each under its own runtime directory: one makes a small-object area,
+    # the other (WARPSTORE_DIRECT=0) does not, so small objects take its socket (the path
+    # before same-node direct files). Client processes find theirs by the environment
+    # they are started with.
+    for mode, flag in (("direct", "1"), ("socket", "0")):
+        os.environ["WARPSTORE_RUNTIME_DIR"] = os.path.join(root, mode)
+        os.environ["WARPSTORE_DIRECT"] = flag
+        servers[mode] = ZMQConnector(address="127.0.0.1", timeout=60)
+        servers[mode].local_server()
+    os.environ.pop("WARPSTORE_DIRECT", None)
+    results: dict[tuple[str, int], list[float]] = {}
     try:
-        ours = {n: _pairs_per_s(_warpstore_pairs, (), n, seconds) for n in clients}
-    finally:
-        starter.stop_server()
-        starter.close()
-    theirs: dict[int, float] = {}
-    try:
-        import redis  # noqa: F401
+        with contextlib.ExitStack() as stack:
+            port = None
+            try:
+                import redis  # noqa: F401
 
-        with redis_server() as (_, port):
-            theirs = {n: _pairs_per_s(_redis_pairs, (port,), n, seconds) for n in clients}
-    except (ImportError, SystemExit) as e:
-        print(f"redis rows skipped: {e}", file=sys.stderr)
+                _, port = stack.enter_context(redis_server())
+            except (ImportError, SystemExit) as e:
+                print(f"redis rows skipped: {e}", file=sys.stderr)
+            for _ in range(rounds):
+                for n in clients:
+                    for mode in servers:
+                        os.environ["WARPSTORE_RUNTIME_DIR"] = os.path.join(root, mode)
+                        rate = _pairs_per_s(_warpstore_pairs, (), n, seconds)
+                        results.setdefault((mode, n), []).append(rate)
+                    if port is not None:
+                        rate = _pairs_per_s(_redis_pairs, (port,), n, seconds)
+                        results.setdefault(("redis", n), []).append(rate)
+    finally:
+        for mode, c in servers.items():
+            os.environ["WARPSTORE_RUNTIME_DIR"] = os.path.join(root, mode)
+            c.stop_server()
+            c.close()
+        os.environ["WARPSTORE_RUNTIME_DIR"] = root
+    median = {k: statistics.median(v) for k, v in results.items()}
     for n in clients:
-        ratio = f"{ours[n] / theirs[n]:.2f}x redis" if n in theirs else ""
-        rows.append((f"warpstore node server, {n} client process(es)", ours[n], ratio))
-        if n in theirs:
-            rows.append((f"raw redis-py + redis-server, {n} client process(es)", theirs[n], ""))
+        theirs = median.get(("redis", n))
+        for mode, label in (("direct", "same-node direct"), ("socket", "via the server socket")):
+            ratio = f"{median[mode, n] / theirs:.2f}x redis" if theirs else ""
+            rows.append((f"warpstore, {label}, {n} client(s)", median[mode, n], ratio))
+        if theirs:
+            rows.append((f"raw redis-py + redis-server, {n} client(s)", theirs, ""))
     return rows
 
 
@@ -264,6 +298,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--small-seconds", type=float, default=3.0)
     parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--small-rounds", type=int, default=1, help="median of N turns each")
     parser.add_argument("--no-small", action="store_true")
     parser.add_argument("--no-large", action="store_true")
     parser.add_argument("--broadcast", action="store_true")
@@ -282,9 +317,9 @@ def main() -> None:
             for name, t, note in broadcast(parse_size(args.broadcast_size)):
                 print(f"  {name:<44} {fmt_ms(t)} ms  {note}")
         if not args.no_small:
-            print("\n1 KiB put+get(+evict) pairs per second")
+            print(f"\n1 KiB put+get(+evict) pairs per second (median of {args.small_rounds})")
             clients = [int(n) for n in args.clients.split(",")]
-            for name, rate, ratio in small(clients, args.small_seconds):
+            for name, rate, ratio in small(clients, args.small_seconds, args.small_rounds):
                 print(f"  {name:<52} {rate:10.0f}/s  {ratio}")
 
 

@@ -20,6 +20,13 @@ and bytes from it as read-only *views* (no copy at all), or, with
 ``copy=True``, private writable copies. This is the client base, so every
 transport has it; ``shared_memory=False`` (or ``WARPSTORE_SHM=0``) turns it
 off.
+
+Same node, small objects (:mod:`warpstore.server.direct`): below
+:data:`shm.INLINE_MAX` a put, get, exists or evict of this node's server's
+key sends no message at all; the object is a file of the server's area,
+which the server also reads for remote requests and counts against its
+memory limit. A put that does not fit, or an area that is gone, falls back
+to the socket, where the server decides.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from warpstore.exceptions import StoreFullError
 from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
+from warpstore.server.direct import DirectArea, area_path
 from warpstore.server.protocol import Op, Status
 from warpstore.server.runtime import file_lock, load_token
 from warpstore.server.spawn import (
@@ -178,6 +186,9 @@ class NodeServerConnector(ConnectorMixin):
         self.cache_remote = cache_remote
         self._local: ServerInfo | None = None  # this node's server, found without spawning
         self._local_checked = -1e9
+        # small objects written and read straight in this node's server's area
+        # (server/direct.py): path -> handle, None where it cannot be opened
+        self._areas: dict[tuple[str, int], DirectArea | None] = {}
 
     def _make_client(self, token: bytes, timeout: float) -> Any:
         raise NotImplementedError
@@ -266,6 +277,10 @@ class NodeServerConnector(ConnectorMixin):
     def close(self) -> None:
         """Close this process's connections; the servers keep running (and keep the data)."""
         self._client.close()
+        for area in self._areas.values():
+            if area is not None:
+                area.close()
+        self._areas.clear()
 
     def config(self) -> dict[str, Any]:
         # No address: the process rebuilding this connector is on another node
@@ -313,6 +328,26 @@ class NodeServerConnector(ConnectorMixin):
         if info is None or info.get("address") != address:
             return None
         return Path(info["shm_dir"])
+
+    def _area(self, address: str, info: ServerInfo | None = _UNSET) -> DirectArea | None:
+        """This node's server's area for small objects, if ``address`` is that server."""
+        if info is _UNSET:
+            info = self._local_info()
+        if info is None or info.get("address") != address:
+            return None
+        where = (info["shm_dir"], info["pid"])
+        try:
+            return self._areas[where]
+        except KeyError:
+            pass
+        path = area_path(info["shm_dir"], int(info["pid"]))
+        area: DirectArea | None = None
+        try:
+            area = DirectArea(path, self._token)
+        except OSError as e:  # an older server, or WARPSTORE_DIRECT=0 on the server
+            logger.debug("no direct small-object area at %s: %s", path, e)
+        self._areas[where] = area
+        return area
 
     @staticmethod
     def _cache_key(key: Any) -> bytes:
@@ -408,12 +443,18 @@ class NodeServerConnector(ConnectorMixin):
     # -- Connector protocol (data) -------------------------------------------------
 
     def evict(self, key: Any) -> None:
+        area = self._area(key.address)
+        if area is not None and area.evict(key.object_id.encode()):
+            return  # a small same-node object: the server never held it
         self._client.request(key.address, Op.EVICT, key.object_id.encode())
         local = self._local_info() if self.cache_remote else None
         if local is not None and local["address"] != key.address:
             self._client.request(local["address"], Op.EVICT, self._cache_key(key))
 
     def exists(self, key: Any) -> bool:
+        area = self._area(key.address)
+        if area is not None and area.exists(key.object_id.encode()):
+            return True
         status, _ = self._client.request(key.address, Op.EXISTS, key.object_id.encode())
         return bool(status == Status.OK)
 
@@ -422,6 +463,11 @@ class NodeServerConnector(ConnectorMixin):
         local = self._local_info()
         if local is not None and local["address"] != key.address and self.cache_remote:
             return self._get_cached(key, local)
+        area = self._area(key.address, local)
+        if area is not None:  # a small same-node object: no message at all
+            small = area.get(object_id)
+            if small is not None:
+                return small
         directory = self._shm_dir(key.address, local)
         if directory is not None:
             status, reply = self._client.request(key.address, Op.GET_SHM, object_id)
@@ -455,6 +501,13 @@ class NodeServerConnector(ConnectorMixin):
         out: list[BytesLike | None] = [None] * len(keys)
         for address, indices in by_server.items():
             directory = self._shm_dir(address)
+            area = self._area(address) if directory is not None else None
+            if area is not None:  # small same-node objects first, straight from the area
+                for i in indices:
+                    out[i] = area.get(keys[i].object_id.encode())
+                indices = [i for i in indices if out[i] is None]
+                if not indices:
+                    continue
             op = Op.GET if directory is None else Op.GET_SHM
             replies = self._client.pipeline(
                 address, [(op, keys[i].object_id.encode(), None) for i in indices]
@@ -502,7 +555,9 @@ class NodeServerConnector(ConnectorMixin):
         try:
             data = write(allocate)
             if not allocate.made:
-                self._client.request(key.address, Op.PUT, key.object_id.encode(), data)
+                area = self._area(key.address)
+                if area is None or not area.put(object_id, [data]):
+                    self._client.request(key.address, Op.PUT, object_id, data)
                 return key
             if len(allocate.made) != 1:  # the writer did not use our buffer after all
                 raise RuntimeError("serializer allocated more than one buffer")
@@ -523,9 +578,7 @@ class NodeServerConnector(ConnectorMixin):
             return []
         keys = [self.new_key() for _ in objs]
         directory = self._shm_dir(keys[0].address)
-        if directory is not None and any(
-            len(memoryview(o).cast("B")) >= shm.INLINE_MAX for o in objs
-        ):
+        if directory is not None:  # same node: segments and the direct area, one by one
             for k, o in zip(keys, objs, strict=True):
                 self.set(k, o)
             return keys
@@ -540,6 +593,10 @@ class NodeServerConnector(ConnectorMixin):
 
     def set(self, key: Any, obj: BytesLike) -> None:
         view = memoryview(obj).cast("B")
+        if view.nbytes < shm.INLINE_MAX:
+            area = self._area(key.address)
+            if area is not None and area.put(key.object_id.encode(), [view]):
+                return
         directory = self._shm_dir(key.address) if view.nbytes >= shm.INLINE_MAX else None
         if directory is None:
             self._client.request(key.address, Op.PUT, key.object_id.encode(), self._seal(key, obj))

@@ -17,6 +17,11 @@ the network moves it into a segment once and from then on only hands out its
 name. Remote gets of segment objects send the mapping itself. The byte limit
 counts each object once, wherever it lives. Because this is the core, every
 transport (ZeroMQ, UCX, Margo) gets it.
+
+Small same-node objects never reach the core at all (:mod:`warpstore.server.direct`):
+clients keep them as files of the server's area. The core makes the area, counts it
+in the byte limit (under the area's lock), answers remote GET/EXISTS/EVICT from it, and
+adds its objects and operations to :meth:`ServerCore.status`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from warpstore.server import shm
+from warpstore.server.direct import (
+    COUNTERS,
+    DirectArea,
+    SweepTimer,
+    area_path,
+    direct_bytes,
+    set_server_bytes,
+    sweep_area,
+    sweep_areas,
+)
 from warpstore.server.protocol import Op, Status
 from warpstore.units import format_size
 
@@ -76,26 +92,47 @@ class ObjectTable:
         self.on_drop = on_drop  # called for each entry replaced or evicted
         self.reserved = 0  # room promised to two-step PUTs whose data is on its way
         self.cache_dropped = 0  # node-local copies dropped to make room
+        # same-node clients' small objects (server/direct.py): they count against the
+        # limit too, and direct puts must leave what this table holds and promised
+        self.direct: DirectArea | None = None
 
-    def _fits(self, key: bytes, nbytes: int) -> bool:
+    def _fits(self, key: bytes, nbytes: int, extra: int = 0) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
-        used = self.nbytes + self.reserved - (old.nbytes if old else 0)
+        used = self.nbytes + self.reserved - (old.nbytes if old else 0) + extra
         return used + nbytes <= self.memory_limit
 
     def can_hold(self, key: bytes, nbytes: int) -> bool:
         """Whether ``nbytes`` more fit, after dropping node-local copies of other nodes'
         objects (oldest first: they can be fetched again) if that makes them fit."""
-        if self._fits(key, nbytes):
+        if self.direct is None or self.memory_limit is None:
+            return self._can_hold(key, nbytes, 0)
+        # Under the area's lock: no direct put slips in between this check and
+        # the claim that makes direct puts leave room for these bytes.
+        with self.direct.locked() as usage:
+            if not self._can_hold(key, nbytes, direct_bytes(usage)):
+                return False
+            old = self.entries.get(key)
+            claim = self.nbytes + self.reserved + nbytes - (old.nbytes if old else 0)
+            set_server_bytes(usage, max(claim, self.nbytes + self.reserved))
+            return True
+
+    def _can_hold(self, key: bytes, nbytes: int, extra: int) -> bool:
+        if self._fits(key, nbytes, extra):
             return True
         cached = sorted((e.created, k) for k, e in self.entries.items() if e.cached and k != key)
         for _, victim in cached:
             self.cache_dropped += 1
-            self.evict(victim)
-            if self._fits(key, nbytes):
+            self.evict(victim, publish=False)
+            if self._fits(key, nbytes, extra):
                 return True
         return False
+
+    def _publish(self) -> None:
+        # only a limit needs it: without one the server never takes the area's lock
+        if self.direct is not None and self.memory_limit is not None:
+            self.direct.publish_server_bytes(self.nbytes + self.reserved)
 
     def put(
         self,
@@ -115,6 +152,7 @@ class ObjectTable:
         self.nbytes += nbytes
         if old is not None and self.on_drop is not None:
             self.on_drop(old)
+        self._publish()
 
     def get(self, key: bytes) -> Entry | None:
         entry = self.entries.get(key)
@@ -122,13 +160,15 @@ class ObjectTable:
             entry.reads += 1
         return entry
 
-    def evict(self, key: bytes) -> bool:
+    def evict(self, key: bytes, publish: bool = True) -> bool:
         entry = self.entries.pop(key, None)
         if entry is None:
             return False
         self.nbytes -= entry.nbytes
         if self.on_drop is not None:
             self.on_drop(entry)
+        if publish:
+            self._publish()
         return True
 
 
@@ -150,7 +190,9 @@ class ServerCore:
     shm_dir: Path | None = None
     bytes_shared: int = 0  # handed to same-node readers as segments, not sent
     cache: Counter[str] = field(default_factory=Counter)  # node-local copies of remote objects
+    direct: DirectArea | None = None  # same-node clients' small objects (server/direct.py)
     _token: bytes = b""
+    _sweeper: SweepTimer | None = None
 
     def __post_init__(self) -> None:
         self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
@@ -161,15 +203,31 @@ class ServerCore:
         Segments that crashed processes left in it are removed first.
         """
         removed = shm.sweep(directory)
-        if removed:
-            logger.info("removed %d segments of dead processes from %s", len(removed), directory)
+        removed_direct = sweep_areas(directory)
+        if removed or removed_direct:
+            logger.info(
+                "removed %d segments and %d small objects of dead processes from %s",
+                len(removed),
+                len(removed_direct),
+                directory,
+            )
         self.shm_dir = directory
         self._token = token
+        if os.environ.get("WARPSTORE_DIRECT", "1") != "0":
+            area = area_path(directory, os.getpid())
+            shutil.rmtree(area, ignore_errors=True)  # an earlier process with our pid
+            self.direct = DirectArea(area, token, create=True, memory_limit=self.table.memory_limit)
+            self.table.direct = self.direct
+            self._sweeper = SweepTimer(lambda: sweep_area(area))
 
     def close_shm(self) -> None:
         """Remove every segment this server holds (at shutdown); mappings stay valid."""
         if self.shm_dir is None:
             return
+        if self.direct is not None:
+            self.table.direct = None
+            self.direct.remove()
+            self.direct = None
         for entry in self.table.entries.values():
             if entry.segment:
                 shm.remove_segment(self.shm_dir, entry.segment)
@@ -195,18 +253,33 @@ class ServerCore:
             self.errors["unknown_op"] += 1
             return Reply(Status.BAD_REQUEST, message=f"unknown operation {op}")
         self.requests[name] += 1
+        if self._sweeper is not None:
+            self._sweeper.tick()
+        direct = self.direct
         if op == Op.PUT:
-            return self._put(key, data, nbytes, tag)
+            reply = self._put(key, data, nbytes, tag)
+            if direct is not None and reply.status == Status.OK:
+                direct.evict(key, count=False)  # the newer value is the table's
+            return reply
         if op == Op.GET:
+            small = direct.get(key, count=False) if direct is not None and key else None
+            if small is not None:  # a same-node client's small object; we tag it
+                self.bytes_out += len(small)
+                return Reply(Status.OK, small)
             entry = self.table.get(key)
             if entry is None:
                 return Reply(Status.NOT_FOUND)
             self.bytes_out += entry.nbytes
             return Reply(Status.OK, entry.data, tag=entry.tag)
         if op == Op.EXISTS:
-            return Reply(Status.OK if key in self.table.entries else Status.NOT_FOUND)
+            found = key in self.table.entries or (
+                direct is not None and bool(key) and direct.exists(key, count=False)
+            )
+            return Reply(Status.OK if found else Status.NOT_FOUND)
         if op == Op.EVICT:
             self.table.evict(key)
+            if direct is not None and key:
+                direct.evict(key, count=False)
             return Reply(Status.OK)
         if op == Op.STATUS:
             return Reply(Status.OK, json.dumps(self.status()).encode())
@@ -224,11 +297,12 @@ class ServerCore:
             return None
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
+        held = self.table.nbytes + (self.direct.usage()["bytes"] if self.direct else 0)
         return Reply(
             Status.STORE_FULL,
             message=(
-                f"{self.describe()} is full: it holds {self.table.nbytes} bytes "
-                f"({format_size(self.table.nbytes)}) of its {limit}-byte "
+                f"{self.describe()} is full: it holds {held} bytes "
+                f"({format_size(held)}) of its {limit}-byte "
                 f"({format_size(limit)}) limit and cannot take {nbytes} more "
                 f"({format_size(nbytes)}) for key {key.decode(errors='replace')}"
             ),
@@ -277,6 +351,8 @@ class ServerCore:
             segment, mapping = shm.adopt_segment(self.shm_dir, name, nbytes)
         except shm.SegmentError as e:
             return self._bad(str(e))
+        if self.direct is not None:
+            self.direct.evict(key, count=False)
         data = memoryview(mapping) if mapping is not None else b""
         self.table.put(key, data, nbytes, segment=segment, cached=cached)
         if cached:  # not a put of this node's: counted as a cache fill, not a PUT_SHM
@@ -295,6 +371,10 @@ class ServerCore:
         """
         if self.shm_dir is None:
             return self._bad(f"{self.describe()} has no shared memory")
+        small = self.direct.get(key, count=False) if self.direct is not None and key else None
+        if small is not None:
+            self.bytes_out += len(small)
+            return Reply(Status.OK, b"D" + small)
         entry = self.table.get(key)
         if entry is None:
             return Reply(Status.NOT_FOUND)
@@ -317,20 +397,30 @@ class ServerCore:
         return Reply(Status.OK, b"S" + signed)
 
     def status(self) -> dict[str, Any]:
-        """What ``warpstore server status`` prints and the job report collects."""
+        """What ``warpstore server status`` prints and the job report collects.
+
+        Same-node clients' direct operations on small objects (which this
+        server never sees) are in ``direct`` and counted in the totals: a PUT
+        is a PUT whichever way it came.
+        """
+        usage = self.direct.usage() if self.direct is not None else None
+        requests = Counter(self.requests)
+        if usage is not None:
+            requests.update({op: usage[op] for op in COUNTERS if usage[op]})
         return {
             "address": self.address,
             "node": self.node,
             "pid": os.getpid(),
             "transport": self.transport,
-            "objects": len(self.table.entries),
-            "bytes": self.table.nbytes,
+            "objects": len(self.table.entries) + (usage["objects"] if usage else 0),
+            "bytes": self.table.nbytes + (usage["bytes"] if usage else 0),
             "memory_limit": self.table.memory_limit,
-            "requests": dict(self.requests),
-            "requests_total": sum(self.requests.values()),
+            "requests": dict(requests),
+            "requests_total": sum(requests.values()),
             "errors": dict(self.errors),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in + (usage["bytes_in"] if usage else 0),
+            "bytes_out": self.bytes_out + (usage["bytes_out"] if usage else 0),
+            "direct": usage,
             "bytes_shared": self.bytes_shared,
             # node-local cache: bytes fetched from other nodes vs served from here
             "cache": {

@@ -323,8 +323,12 @@ def leftover_segments(
     job: str | None = None, root: str | os.PathLike[str] | None = None
 ) -> list[Path]:
     """This job's segments still on this node (what a teardown check reports)."""
+    from warpstore.server import direct  # small objects beside the segments
+
+    dirs = [d for d in job_segment_dirs(job, root) if not direct.is_area(d)]
     return sorted(
-        d / n for d in job_segment_dirs(job, root) for n in os.listdir(d) if NAME.match(n)
+        [d / n for d in dirs for n in os.listdir(d) if NAME.match(n)]
+        + [f for d in dirs for f in direct.leftover_files(d)]
     )
 
 
@@ -340,8 +344,13 @@ def cleanup_job(
     ``everything=True`` once the job's processes are all gone. Empty
     segment directories are removed too.
     """
+    from warpstore.server import direct  # small objects beside the segments
+
     removed: list[Path] = []
     for directory in list(job_segment_dirs(job, root)):
+        if direct.is_area(directory):
+            continue  # swept with its segment directory
+        removed.extend(direct.sweep_areas(directory, everything=everything))
         if everything:
             for name in os.listdir(directory):
                 if NAME.match(name):
