@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from warpstore.server.spawn import (
 __all__ = ["NodeServerConnector"]
 
 logger = logging.getLogger(__name__)
+
+_KEEP_MAPPED = 4  # copy=True: how many recently read segments stay mapped
 
 # "not looked up yet", distinct from None ("no local server with shared memory")
 _UNSET: Any = object()
@@ -98,7 +100,8 @@ class _SegmentAllocator:
         self.check(total)
         name = shm.write_segment(self.directory, parts)
         self.made.append(name)
-        mapping = shm.open_segment(self.directory, name, total)  # lazy: only its size is read
+        # lazy (only its size is read) and unlocked: not registered yet, nobody else reads it
+        mapping = shm.open_segment(self.directory, name, total, lock=False)
         self._mappings.append(mapping)
         return memoryview(mapping) if mapping is not None else b""
 
@@ -178,6 +181,8 @@ class NodeServerConnector(ConnectorMixin):
         self.cache_remote = cache_remote
         self._local: ServerInfo | None = None  # this node's server, found without spawning
         self._local_checked = -1e9
+        # copy=True: segments this process mapped lately, by name (see _copy_out)
+        self._mapped: OrderedDict[str, Any] = OrderedDict()
 
     def _make_client(self, token: bytes, timeout: float) -> Any:
         raise NotImplementedError
@@ -265,7 +270,14 @@ class NodeServerConnector(ConnectorMixin):
 
     def close(self) -> None:
         """Close this process's connections; the servers keep running (and keep the data)."""
+        self._forget_mappings()
         self._client.close()
+
+    def _forget_mappings(self, directory: Path | None = None) -> None:
+        """Unmap kept segments: all, or those whose object was evicted (file gone)."""
+        for name in list(self._mapped):
+            if directory is None or not (directory / name).exists():
+                _close(self._mapped.pop(name))
 
     def config(self) -> dict[str, Any]:
         # No address: the process rebuilding this connector is on another node
@@ -371,17 +383,36 @@ class NodeServerConnector(ConnectorMixin):
         if kind != ord("S"):
             raise shm.SegmentError("malformed segment reply")
         name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(payload[1:]))
-        mapping = shm.open_segment(directory, name, nbytes, populate=self.copy)
-        if mapping is None:
-            return b""
         if self.copy:
-            # A private, writable buffer (deserialize builds on it, no second copy).
-            # Copying out of a populated mapping measured 2x faster than read(2) on tmpfs.
-            buffer = _allocate(nbytes)
-            memoryview(buffer)[:] = memoryview(mapping)
-            _close(mapping)
-            return buffer
-        return memoryview(mapping)
+            return self._copy_out(directory, name, nbytes)
+        mapping = shm.open_segment(directory, name, nbytes)
+        return b"" if mapping is None else memoryview(mapping)
+
+    def _copy_out(self, directory: Path, name: str, nbytes: int) -> BytesLike:
+        """A private, writable copy of a segment (deserialize builds on it, no second copy).
+
+        Copying out of a populated mapping measured 2x faster than read(2) on
+        tmpfs, but mapping 100 MiB of 4 KiB pages and unmapping them again
+        cost as much as half the copy. So the last few segments stay mapped
+        (by name: a segment never changes while it has its name) and a get of
+        the same object again only copies. A kept mapping holds the reader's
+        lock, so its segment is unlinked, not recycled, when evicted; kept
+        mappings of evicted objects are let go at this process's next get.
+        """
+        self._forget_mappings(directory)
+        mapping = self._mapped.get(name)
+        if mapping is None:
+            mapping = shm.open_segment(directory, name, nbytes, populate=True, views=False)
+            if mapping is None:
+                return b""
+            self._mapped[name] = mapping
+            while len(self._mapped) > _KEEP_MAPPED:
+                _close(self._mapped.popitem(last=False)[1])
+        else:
+            self._mapped.move_to_end(name)
+        buffer = _allocate(nbytes)
+        memoryview(buffer)[:] = memoryview(mapping)
+        return buffer
 
     def _refuse_oversized(self, address: str, key: bytes, nbytes: int) -> None:
         """Refuse, before writing a byte, an object larger than the server's memory limit."""

@@ -17,6 +17,13 @@ the network moves it into a segment once and from then on only hands out its
 name. Remote gets of segment objects send the mapping itself. The byte limit
 counts each object once, wherever it lives. Because this is the core, every
 transport (ZeroMQ, UCX, Margo) gets it.
+
+An evicted segment that no process maps any more goes to a small pool
+(:func:`warpstore.server.shm.recycle_segment`) for the next same-node put to
+overwrite: writing into existing pages costs a memcpy, filling new ones
+twice that. The pool is bounded (``$WARPSTORE_SHM_POOL`` bytes, default
+512 MiB, at most 8 segments, each kept at most 30 s) and, with a memory
+limit, counts against it: it is the first thing dropped when room is needed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import time
 from collections import Counter
@@ -34,7 +42,7 @@ from typing import Any
 
 from warpstore.server import shm
 from warpstore.server.protocol import Op, Status
-from warpstore.units import format_size
+from warpstore.units import format_size, parse_size
 
 logger = logging.getLogger("warpstore.server")
 
@@ -151,6 +159,12 @@ class ServerCore:
     bytes_shared: int = 0  # handed to same-node readers as segments, not sent
     cache: Counter[str] = field(default_factory=Counter)  # node-local copies of remote objects
     _token: bytes = b""
+    pool: dict[str, tuple[int, float]] = field(default_factory=dict)  # recycled: size, since
+    pool_limit: int = 0
+    pool_files: int = 8
+    pool_ttl: float = 30.0
+    recycled: int = 0  # segments recycled into the pool
+    _making_room: bool = False
 
     def __post_init__(self) -> None:
         self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
@@ -165,6 +179,9 @@ class ServerCore:
             logger.info("removed %d segments of dead processes from %s", len(removed), directory)
         self.shm_dir = directory
         self._token = token
+        self.pool_limit = parse_size(os.environ.get("WARPSTORE_SHM_POOL", "512MiB"))
+        if self.pool_limit > 0:
+            shm.pool_directory(directory)
 
     def close_shm(self) -> None:
         """Remove every segment this server holds (at shutdown); mappings stay valid."""
@@ -174,13 +191,88 @@ class ServerCore:
             if entry.segment:
                 shm.remove_segment(self.shm_dir, entry.segment)
                 entry.segment = None
-        for directory in (self.shm_dir, self.shm_dir.parent):
+        self._trim_pool(everything=True)
+        for directory in (self.shm_dir / shm.POOL, self.shm_dir, self.shm_dir.parent):
             with contextlib.suppress(OSError):  # only while empty: leave others' files
                 directory.rmdir()
 
     def _dropped(self, entry: Entry) -> None:
-        if entry.segment and self.shm_dir is not None:
-            shm.remove_segment(self.shm_dir, entry.segment)
+        if not entry.segment or self.shm_dir is None:
+            return
+        if (
+            self.pool_limit > 0
+            and not self._making_room
+            and self._unmapped(entry)
+            and self._pool_room(entry.nbytes)
+        ):
+            name = shm.recycle_segment(self.shm_dir, entry.segment)
+            if name is not None:
+                self.pool[name] = (entry.nbytes, time.monotonic())
+                self.recycled += 1
+            return
+        shm.remove_segment(self.shm_dir, entry.segment)
+
+    @staticmethod
+    def _unmapped(entry: Entry) -> bool:
+        """Drop our own mapping of a dropped entry; ``False`` if something still uses it
+        (a reply being sent straight from it, say): then it must not be recycled."""
+        data, entry.data = entry.data, b""
+        if not isinstance(data, memoryview):
+            return True
+        mapping = data.obj
+        try:
+            data.release()
+            if isinstance(mapping, mmap.mmap):
+                mapping.close()
+        except BufferError:
+            return False
+        return True
+
+    def _pool_bytes(self) -> int:
+        """Bytes in the pool, forgetting segments that writers have claimed since."""
+        assert self.shm_dir is not None
+        pool = self.shm_dir / shm.POOL
+        for name in [n for n in self.pool if not (pool / n).exists()]:
+            del self.pool[name]
+        return sum(size for size, _ in self.pool.values())
+
+    def _pool_room(self, nbytes: int) -> bool:
+        """Whether a dropped segment of ``nbytes`` may wait in the pool (after making room)."""
+        if nbytes > self.pool_limit:
+            return False
+        self._trim_pool(need=nbytes, files=self.pool_files - 1)
+        limit = self.table.memory_limit
+        used = self._pool_bytes()
+        if limit is not None and self.table.nbytes + self.table.reserved + used + nbytes > limit:
+            return False
+        return used + nbytes <= self.pool_limit
+
+    def _trim_pool(self, need: int = 0, files: int | None = None, everything: bool = False) -> None:
+        """Unlink pooled segments, oldest first: expired ones, then until ``need`` more
+        bytes fit (pool limit and memory limit) and at most ``files`` remain."""
+        if not self.pool or self.shm_dir is None:
+            return
+        pool = self.shm_dir / shm.POOL
+        now = time.monotonic()
+        limit = self.table.memory_limit
+        for name, (_, since) in sorted(self.pool.items(), key=lambda item: item[1][1]):
+            used = self._pool_bytes()
+            if name not in self.pool:
+                continue
+            over = (
+                everything
+                or now - since > self.pool_ttl
+                or used + need > self.pool_limit
+                or (files is not None and len(self.pool) > files)
+                or (
+                    limit is not None
+                    and self.table.nbytes + self.table.reserved + used + need > limit
+                )
+            )
+            if not over:
+                break
+            del self.pool[name]
+            (pool / name).unlink(missing_ok=True)
 
     def describe(self) -> str:
         return f"{self.transport} server {self.address} on node {self.node}"
@@ -195,6 +287,8 @@ class ServerCore:
             self.errors["unknown_op"] += 1
             return Reply(Status.BAD_REQUEST, message=f"unknown operation {op}")
         self.requests[name] += 1
+        if self.pool:
+            self._trim_pool()  # expired segments give their memory back
         if op == Op.PUT:
             return self._put(key, data, nbytes, tag)
         if op == Op.GET:
@@ -220,8 +314,14 @@ class ServerCore:
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
 
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
-        if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
-            return None
+        if self.table.memory_limit is not None:
+            self._trim_pool(need=nbytes)  # pooled segments go before any object does
+        self._making_room = True  # node-local copies dropped now are unlinked, not pooled
+        try:
+            if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
+                return None
+        finally:
+            self._making_room = False
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
         return Reply(
@@ -340,6 +440,7 @@ class ServerCore:
                 "dropped": self.table.cache_dropped,
             },
             "shm_dir": str(self.shm_dir) if self.shm_dir else None,
+            "shm_pool": {"segments": len(self.pool), "recycled": self.recycled},
             "uptime_s": round(time.time() - self.started, 3),
         }
 
