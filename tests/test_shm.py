@@ -443,6 +443,70 @@ def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transpor
     c.close()
 
 
+def test_launcher_teardown_checks_its_node_and_reports_per_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warpstore.hpc.launcher import _collect_report, _summary, _sweep_this_node
+    from warpstore.server.runtime import write_json_atomic
+
+    job = f"td-{secrets.token_hex(4)}"
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-a")
+    monkeypatch.delenv("WARPSTORE_SHM_DIR", raising=False)
+    root = tmp_path / "rt"
+    seg_dir = shm.ensure_private_dir(
+        Path("/dev/shm") / f"warpstore-{os.getuid()}" / job / "node-a-zmq"
+    )
+    killed = f"s-999999-{secrets.token_hex(16)}"  # a SIGKILLed server's segment
+    held = _segment(seg_dir)  # this (live) process still holds one
+    (seg_dir / killed).touch(mode=0o600)
+    # node-b's server checked its node when it stopped (what RunningServer.finish writes)
+    report_b = root / job / "nodes" / "node-b" / "zmq"
+    report_b.mkdir(parents=True)
+    write_json_atomic(
+        report_b / "report.json",
+        {
+            "node": "node-b",
+            "address": "b",
+            "final": {},
+            "segments": {"removed": ["x", "y"], "left": []},
+        },
+    )
+    try:
+        here = _sweep_this_node({"job_id": job}, root)
+        assert here["node"] == "node-a" and [Path(p).name for p in here["removed"]] == [killed]
+        assert [Path(p).name for p in here["left"]] == [held]
+        report = _collect_report(tmp_path, root, {"job_id": job, "servers": []}, 0, {}, here)
+        assert report["segments"] == {
+            "node-a": {"removed": 1, "left": 1},
+            "node-b": {"removed": 2, "left": 0},
+        }
+        text = _summary(report, tmp_path)
+        assert "removed leftover shared-memory segments: node-a 1, node-b 2" in text
+        assert "found still held shared-memory segments: node-a 1" in text
+    finally:
+        shutil.rmtree(seg_dir.parent, ignore_errors=True)
+
+
+def test_empty_job_dirs_of_killed_servers_are_removed_but_never_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = f"ed-{secrets.token_hex(4)}"
+    base = Path("/dev/shm") / f"warpstore-{os.getuid()}" / job
+    empty = shm.ensure_private_dir(base / "node-a-zmq")
+    shm.ensure_private_dir(empty / shm.POOL)
+    full = shm.ensure_private_dir(base / "node-b-zmq")
+    name = _segment(full)
+    try:
+        removed = shm.remove_empty_job_dirs(job)
+        assert empty in removed and empty / shm.POOL in removed
+        assert not empty.exists() and (full / name).exists()
+        (full / name).unlink()
+        shm.remove_empty_job_dirs(job)
+        assert not base.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # -- node-local cache of other nodes' objects ---------------------------------------------
 
 
