@@ -575,6 +575,38 @@ def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
     owner.close()
 
 
+BATCH_READER = """
+import json
+from warpstore.connectors.{module} import {cls}, {keycls}
+c = {cls}(timeout=10)
+c.local_server()
+values = c.get_batch([{big!r}, {small!r}, {big!r}])
+print(json.dumps({{"sizes": [None if v is None else len(memoryview(v).cast("B")) for v in values],
+                  "cache": c.server_status()["cache"]}}))
+"""
+
+
+def test_get_batch_uses_the_node_cache_like_get(runtime: Path, transport: str) -> None:
+    import json
+
+    owner = _connect(transport)
+    big, small = owner.put(b"B" * 300_000), owner.put(b"s" * 100)
+    ucx = ("ucx", "UCXConnector", "UCXKey")
+    module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+    code = BATCH_READER.format(module=module, cls=cls, keycls=keycls, big=big, small=small)
+    node_b = {"WARPSTORE_HOSTNAME": "node-b"}
+    first, second = (json.loads(run_python(code, node_b)) for _ in range(2))
+    assert first["sizes"] == second["sizes"] == [300_000, 100, 300_000]
+    assert second["cache"]["fetched"] == 1  # one rank of node b fetched the big one...
+    assert second["cache"]["served"] >= 3  # ...everything else came from node b's copy
+    # the owner sent the big object once; the small one (not cached) once per rank
+    assert c_requests(owner, "GET") == 3
+    owner.evict(big)
+    after = json.loads(run_python(code, node_b))
+    assert after["sizes"] == [None, 100, None]  # never a stale copy
+    owner.close()
+
+
 def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:
     """Margo (on the adapter double here) gets shared memory from the same core and base."""
     arr = np.arange(200_000, dtype=np.float64)
