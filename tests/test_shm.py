@@ -286,6 +286,14 @@ def test_private_copies_when_asked(runtime: Path, transport: str) -> None:
         np.testing.assert_array_equal(ws.get(key), arr)
         got = rs.get(ws.put(b"b" * 100_000))
         assert type(got) is bytes and got == b"b" * 100_000
+        assert rs.get(ws.put("t" * 100_000)) == "t" * 100_000
+        big = np.arange(100_000, dtype=np.int64)  # through a segment, not inline
+        big_key = ws.put(big)
+        copy = rs.get(big_key)
+        assert copy.flags.writeable
+        copy[:] = 0  # the reader's own memory, not the segment it keeps mapped
+        np.testing.assert_array_equal(rs.get(big_key), big)
+        np.testing.assert_array_equal(ws.get(big_key), big)
     writer.close()
     reader.close()
 

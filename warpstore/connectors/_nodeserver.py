@@ -398,6 +398,8 @@ class NodeServerConnector(ConnectorMixin):
         the same object again only copies. A kept mapping holds the reader's
         lock, so its segment is unlinked, not recycled, when evicted; kept
         mappings of evicted objects are let go at this process's next get.
+        Serialized bytes and str come back as the mapping itself (read-only,
+        a :class:`~warpstore.server.shm.CopyMap`): deserialize copies them once.
         """
         self._forget_mappings(directory)
         mapping = self._mapped.get(name)
@@ -410,6 +412,10 @@ class NodeServerConnector(ConnectorMixin):
                 _close(self._mapped.popitem(last=False)[1])
         else:
             self._mapped.move_to_end(name)
+        if mapping[:1] in (b"B", b"S"):
+            # bytes and str are built by copying out of the buffer anyway: given the
+            # (read-only, copy-on-deserialize) mapping itself, that is the one copy
+            return memoryview(mapping)
         buffer = _allocate(nbytes)
         memoryview(buffer)[:] = memoryview(mapping)
         return buffer
