@@ -304,8 +304,28 @@ def open_segment(
             os.close(fd)
 
 
+_nofile_raised = False
+
+
+def _raise_nofile_limit() -> None:
+    """Each live read-only mapping keeps its segment's descriptor (for the lock):
+    lift the soft limit on open files to the hard one, once, as Ray's object store
+    clients do, so that many live views do not crowd out the program's own files."""
+    global _nofile_raised
+    if _nofile_raised:
+        return
+    _nofile_raised = True
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _lock_shared(fd: int, path: Path) -> None:
     """Take a reader's shared lock and check the name still leads to this file."""
+    _raise_nofile_limit()
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
