@@ -583,6 +583,32 @@ def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
     owner.close()
 
 
+def test_ranks_missing_at_once_share_one_fetch(runtime: Path, transport: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    owner = _connect(transport)
+    arr = np.arange(400_000, dtype=np.float64)
+    with Store(f"once-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        ucx = ("ucx", "UCXConnector", "UCXKey")
+        module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+        code = READER.format(module=module, cls=cls, keycls=keycls, key=key)
+        env = {**os.environ, "WARPSTORE_HOSTNAME": "node-c"}
+        # node c's server first, so that the four ranks below find it and start together
+        start = f"from warpstore.connectors.{module} import {cls}\n{cls}(timeout=10).local_server()"
+        run_python(start, {"WARPSTORE_HOSTNAME": "node-c"})
+        argv = [sys.executable, "-c", code]
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in "abcd"]
+        outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        assert c_requests(owner, "GET") == 1  # one fetch for the node, however they met
+        cache = max((o["status"]["cache"] for o in outs), key=lambda c: c["served"])
+        assert cache["fetched"] == 1 and cache["served"] == 3
+    owner.close()
+
+
 BATCH_READER = """
 import json
 from warpstore.connectors.{module} import {cls}, {keycls}

@@ -25,6 +25,7 @@ off.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -42,7 +43,7 @@ from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
 from warpstore.server.protocol import Op, Status
-from warpstore.server.runtime import file_lock, load_token
+from warpstore.server.runtime import load_token
 from warpstore.server.spawn import (
     ServerInfo,
     ServerSettings,
@@ -353,8 +354,9 @@ class NodeServerConnector(ConnectorMixin):
 
         A hit is checked with the owner (``EXISTS``, a few bytes) so that an
         evicted object is never served from a stale copy. Ranks that miss at
-        once queue on a per-object file lock, so the owner sends each object
-        to each node once.
+        once meet at a per-object file lock: one takes it exclusively and
+        fetches, the others wait on it shared and then all map the copy at
+        once; so the owner sends each object to each node once.
         """
         here, directory = local["address"], Path(local["shm_dir"])
         ckey = self._cache_key(key)
@@ -376,21 +378,55 @@ class NodeServerConnector(ConnectorMixin):
             return None
         locks = self.settings().directory() / "fetch-locks"
         locks.mkdir(mode=0o700, exist_ok=True)
-        with file_lock(locks / f"{ckey.decode()}.lock"):
-            data = lookup()  # a sibling fetched it while we waited
-            if data is not None:
-                return data
-            status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
-            if status != Status.OK:
-                return None
-            data = self._payload(frame)
-            view = memoryview(data).cast("B")
-            if view.nbytes >= shm.INLINE_MAX:
+        fd = os.open(
+            locks / f"{ckey.decode()}.lock",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            while True:
                 try:
-                    self._put_segment(here, directory, ckey, view, cache=True)
-                except Exception as e:  # full, say: the caller still gets its object
-                    logger.debug("could not cache %s on this node: %s", key.object_id, e)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    # A sibling is fetching it: wait with the others on a *shared*
+                    # lock, so that all of them go on together when it is done
+                    # (not one after another, each waiting for the previous one).
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    data = lookup()
+                    if data is not None:
+                        return data
+                    continue  # its fetch failed or was not cached: fetch it ourselves
+                try:
+                    return self._fetch_into_cache(key, here, directory, ckey, lookup)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _fetch_into_cache(
+        self,
+        key: Any,
+        here: str,
+        directory: Path,
+        ckey: bytes,
+        lookup: Callable[[], BytesLike | None],
+    ) -> BytesLike | None:
+        """The fetching rank (holding the object's lock): from the owner into this node."""
+        data = lookup()  # a sibling fetched it while we waited
+        if data is not None:
             return data
+        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
+        if status != Status.OK:
+            return None
+        data = self._payload(frame)
+        view = memoryview(data).cast("B")
+        if view.nbytes >= shm.INLINE_MAX:
+            try:
+                self._put_segment(here, directory, ckey, view, cache=True)
+            except Exception as e:  # full, say: the caller still gets its object
+                logger.debug("could not cache %s on this node: %s", key.object_id, e)
+        return data
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
         payload = memoryview(self._payload(reply)).cast("B")
