@@ -536,6 +536,36 @@ def test_cache_makes_room_by_dropping_remote_copies_first(tmp_path: Path) -> Non
     core.close_shm()
 
 
+def test_pooled_segments_expire_and_go_at_shutdown(tmp_path: Path) -> None:
+    from warpstore.server.core import ServerCore
+
+    directory = shm.ensure_private_dir(tmp_path / "seg")
+    core = ServerCore("addr", "node-a")
+    core.enable_shm(directory, secrets.token_bytes(32))
+
+    def put(key: bytes) -> None:
+        name = shm.write_segment(directory, [b"x" * 100_000])
+        blob = b"\x00".join([key, name.encode(), b"100000"])
+        assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+
+    put(b"k1")
+    put(b"k2")
+    core.handle(Op.EVICT, b"k1", None, 0)
+    core.handle(Op.EVICT, b"k2", None, 0)
+    assert len(_segments(directory / shm.POOL)) == 2
+    assert core.status()["shm_pool"] == {"segments": 2, "recycled": 2}
+    core.pool_ttl = 0.0  # any request lets expired segments go
+    time.sleep(0.01)
+    core.handle(Op.STATUS, b"", None, 0)
+    assert _segments(directory / shm.POOL) == [] and core.pool == {}
+    core.pool_ttl = 30.0
+    put(b"k3")
+    core.handle(Op.EVICT, b"k3", None, 0)
+    assert len(_segments(directory / shm.POOL)) == 1
+    core.close_shm()  # at shutdown: the pool goes with the segments
+    assert not directory.exists()
+
+
 READER = """
 import json, os
 from warpstore.connectors.{module} import {cls}, {keycls}

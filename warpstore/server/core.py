@@ -287,7 +287,7 @@ class ServerCore:
             self.errors["unknown_op"] += 1
             return Reply(Status.BAD_REQUEST, message=f"unknown operation {op}")
         self.requests[name] += 1
-        if self.pool:
+        if self.pool and time.monotonic() - min(t for _, t in self.pool.values()) > self.pool_ttl:
             self._trim_pool()  # expired segments give their memory back
         if op == Op.PUT:
             return self._put(key, data, nbytes, tag)
