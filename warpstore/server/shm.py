@@ -213,12 +213,14 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
 
 
 def write_segment(directory: Path, parts: Sequence[Any]) -> str:
-    """A new segment holding ``parts`` back to back, written with ``writev(2)``.
+    """A new segment holding ``parts`` back to back, written with ``pwritev(2)``.
 
     One copy, straight from the caller's buffers (a serialized message's
     header and an array's own memory) into the segment, and no mapping:
     on tmpfs this measured 2x faster than ``posix_fallocate`` + a populated
     mapping + a copy, because the kernel allocates the pages as it writes.
+    A recycled segment from the pool is used when there is one (its pages
+    exist: overwriting them measured about a memcpy, new pages about two).
 
     Raises:
         StoreFullError: when the file system cannot hold it.
