@@ -451,6 +451,29 @@ def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transpor
     c.close()
 
 
+def test_a_stopping_server_leaves_other_servers_directories_alone(
+    runtime: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _connect(transport)
+    a.put(b"a" * 100_000)
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-b")  # a second server of the job here
+    b = _connect(transport)
+    b_dir = Path(b.local_server()["shm_dir"])  # empty: nothing put yet
+    a.stop_server()  # checks this node's segments as it stops...
+    deadline = time.monotonic() + 10
+    while not list(runtime.glob("*/nodes/node-a/*/report.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (report,) = runtime.glob("*/nodes/node-a/*/report.json")
+    import json
+
+    assert json.loads(report.read_text())["segments"] == {"removed": [], "left": []}
+    assert b_dir.is_dir() and (b_dir / shm.POOL).is_dir()  # ...but not the others' dirs
+    with Store(f"b-{transport}", b, cache_size=0) as store:
+        np.testing.assert_array_equal(store.get(store.put(np.ones(50_000))), np.ones(50_000))
+    a.close()
+    b.close()
+
+
 def test_launcher_teardown_checks_its_node_and_reports_per_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -501,13 +501,16 @@ def cleanup_job(
     root: str | os.PathLike[str] | None = None,
     *,
     everything: bool = False,
+    remove_dirs: bool = True,
 ) -> list[Path]:
     """Teardown: remove this job's segments on this node; return what was removed.
 
     By default only those of dead processes (safe while servers still run);
     ``everything=True`` once the job's processes are all gone. Empty
     segment directories are removed too (also the job's directory under
-    ``/dev/shm/warpstore-<uid>`` once empty).
+    ``/dev/shm/warpstore-<uid>`` once empty) unless ``remove_dirs=False``:
+    a server that stops while others of the job on its node still run must
+    not remove their (momentarily empty) directories.
     """
     from warpstore.server.runtime import job_id
 
@@ -521,7 +524,7 @@ def cleanup_job(
         else:
             removed.extend(directory / n for n in sweep(directory))
         parent = [directory.parent] if directory.parent.name == job else []
-        for empty in [directory / POOL, directory, *parent]:
+        for empty in [directory / POOL, directory, *parent] if remove_dirs else []:
             with contextlib.suppress(OSError):
                 empty.rmdir()  # only when empty
     return removed
