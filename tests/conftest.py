@@ -70,6 +70,23 @@ def redis_server() -> Iterator[tuple[str, int]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_empty_shm_job_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Remove the test's job directory under /dev/shm/warpstore-<uid>/ if it is empty.
+
+    A server killed by a test (SIGKILL) cannot remove its segment directory;
+    a stopped server removes its own. Only *empty* directories are removed
+    here, so a test that leaks segments still shows them. (Depends on
+    ``monkeypatch`` so that it runs while the test's WARPSTORE_JOB_ID is set.)
+    """
+    yield
+    from warpstore.server.shm import remove_empty_job_dirs
+
+    job = os.environ.get("WARPSTORE_JOB_ID")
+    if job:
+        remove_empty_job_dirs(job)
+
+
 ConnectorMaker = Callable[[], Any]
 
 

@@ -53,6 +53,11 @@ def test_bad_segment_names_are_refused(tmp_path: Path, name: str) -> None:
         shm.open_segment(tmp_path, name, 1)
 
 
+def _segments(directory: Any) -> list[str]:
+    """The segment files in ``directory`` (not its pool of recycled ones)."""
+    return [n for n in os.listdir(directory) if shm.NAME.match(n)]
+
+
 def _segment(directory: Path, nbytes: int = 16) -> str:
     name, _ = shm.create_segment(directory, nbytes)
     return name
@@ -113,6 +118,57 @@ def test_sweep_removes_only_dead_processes_segments(tmp_path: Path) -> None:
     (tmp_path / "unrelated").touch()
     assert shm.sweep(tmp_path, alive=lambda pid: pid == os.getpid()) == [dead]
     assert sorted(os.listdir(tmp_path)) == sorted([live, "unrelated"])
+
+
+def test_unmapped_segment_is_recycled_and_reused_by_the_next_writer(tmp_path: Path) -> None:
+    shm.pool_directory(tmp_path)
+    name = shm.write_segment(tmp_path, [b"a" * 8192])
+    pooled = shm.recycle_segment(tmp_path, name)
+    assert pooled is not None and _segments(tmp_path) == []
+    assert _segments(tmp_path / shm.POOL) == [pooled]
+    # the next writer overwrites the pooled pages: cut to its own size, its own bytes
+    again = shm.write_segment(tmp_path, [b"b" * 4000, b"c" * 96])
+    assert _segments(tmp_path / shm.POOL) == [] and _segments(tmp_path) == [again]
+    assert (tmp_path / again).read_bytes() == b"b" * 4000 + b"c" * 96
+    st = os.stat(tmp_path / again)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and again.startswith(f"c-{os.getpid()}-")
+
+
+def test_a_mapped_segment_is_never_recycled(tmp_path: Path) -> None:
+    shm.pool_directory(tmp_path)
+    name = shm.write_segment(tmp_path, [b"v" * 8192])
+    view = shm.open_segment(tmp_path, name, 8192)  # a reader's view holds a shared lock
+    assert shm.recycle_segment(tmp_path, name) is None  # so it is unlinked instead
+    assert _segments(tmp_path) == [] and _segments(tmp_path / shm.POOL) == []
+    shm.write_segment(tmp_path, [b"w" * 8192])  # a new writer gets new pages
+    assert view is not None and bytes(view) == b"v" * 8192
+    view.close()
+
+
+def test_a_reader_never_opens_a_segment_being_recycled(tmp_path: Path) -> None:
+    import fcntl
+
+    shm.pool_directory(tmp_path)
+    name = shm.write_segment(tmp_path, [b"r" * 4096])
+    fd = os.open(tmp_path / name, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the recycler's lock
+    try:
+        with pytest.raises(shm.SegmentError, match="being recycled"):
+            shm.open_segment(tmp_path, name, 4096)
+    finally:
+        os.close(fd)
+    pooled = shm.recycle_segment(tmp_path, name)  # renamed: the old name leads nowhere
+    assert pooled is not None
+    with pytest.raises(shm.SegmentError, match="cannot open"):
+        shm.open_segment(tmp_path, name, 4096)
+
+
+def test_sweep_and_cleanup_cover_the_pool(tmp_path: Path) -> None:
+    shm.pool_directory(tmp_path)
+    dead = f"p-999999-{secrets.token_hex(16)}"
+    (tmp_path / shm.POOL / dead).touch(mode=0o600)
+    assert shm.sweep(tmp_path, alive=lambda pid: pid == os.getpid()) == [f"pool/{dead}"]
+    assert os.listdir(tmp_path / shm.POOL) == []
 
 
 def test_segment_reply_is_authenticated_and_bound_to_its_key() -> None:
@@ -192,7 +248,7 @@ def test_same_node_put_and_get_use_segments(runtime: Path, transport: str) -> No
         arr = np.arange(100_000, dtype=np.float64)
         key = store.put(arr)
         shm_dir = Path(c.local_server()["shm_dir"])
-        assert len(os.listdir(shm_dir)) == 1  # the object lives in shared memory
+        assert len(_segments(shm_dir)) == 1  # the object lives in shared memory
         status = c.server_status()
         assert status["requests"].get("PUT_SHM") == 1 and "PUT" not in status["requests"]
         assert status["bytes_in"] > arr.nbytes
@@ -230,6 +286,14 @@ def test_private_copies_when_asked(runtime: Path, transport: str) -> None:
         np.testing.assert_array_equal(ws.get(key), arr)
         got = rs.get(ws.put(b"b" * 100_000))
         assert type(got) is bytes and got == b"b" * 100_000
+        assert rs.get(ws.put("t" * 100_000)) == "t" * 100_000
+        big = np.arange(100_000, dtype=np.int64)  # through a segment, not inline
+        big_key = ws.put(big)
+        copy = rs.get(big_key)
+        assert copy.flags.writeable
+        copy[:] = 0  # the reader's own memory, not the segment it keeps mapped
+        np.testing.assert_array_equal(rs.get(big_key), big)
+        np.testing.assert_array_equal(ws.get(big_key), big)
     writer.close()
     reader.close()
 
@@ -241,10 +305,61 @@ def test_evicting_a_mapped_object_leaves_readers_intact(runtime: Path, transport
         key = store.put(arr)
         view = store.get(key)
         store.evict(key)
-        assert os.listdir(c.local_server()["shm_dir"]) == []  # unlinked at once
+        shm_dir = Path(c.local_server()["shm_dir"])
+        assert _segments(shm_dir) == []  # gone at once...
+        assert _segments(shm_dir / shm.POOL) == []  # ...and not recycled: a reader maps it
         assert store.get(key) is None
         assert int(view.sum()) == 7 * (1 << 18)  # the reader's mapping is still whole
         assert c.server_status()["bytes"] == 0
+    c.close()
+
+
+def test_evicted_segments_are_recycled_for_the_next_put(runtime: Path, transport: str) -> None:
+    writer = _connect(transport)
+    reader = _connect(transport, copy=True)
+    with (
+        Store(f"rc-{transport}", writer, cache_size=0) as store,
+        Store(f"rcr-{transport}", reader, cache_size=0) as copies,
+    ):
+        first = np.full(1 << 18, 1, dtype=np.uint8)
+        key = store.put(first)
+        shm_dir = Path(writer.local_server()["shm_dir"])
+        store.evict(key)  # nobody maps it: into the pool, not unlinked
+        assert len(_segments(shm_dir / shm.POOL)) == 1
+        assert writer.server_status()["shm_pool"] == {"segments": 1, "recycled": 1}
+        second = np.arange(1 << 18, dtype=np.uint8)
+        key2 = store.put(second)  # overwrites the pooled pages
+        assert _segments(shm_dir / shm.POOL) == [] and len(_segments(shm_dir)) == 1
+        np.testing.assert_array_equal(store.get(key2), second)
+        copy = copies.get(key2)  # a private copy; its reader keeps the segment mapped
+        np.testing.assert_array_equal(copy, second)
+        np.testing.assert_array_equal(copies.get(key2), second)  # again, from the kept mapping
+        store.evict(key2)
+        assert _segments(shm_dir / shm.POOL) == []  # a reader still maps it: unlinked
+        key3 = store.put(first)
+        np.testing.assert_array_equal(copies.get(key3), first)  # lets go of key2's mapping
+        assert copies.get(key2) is None and len(reader._mapped) == 1
+        np.testing.assert_array_equal(copy, second)  # copies are the reader's own
+    writer.close()
+    reader.close()
+
+
+def test_the_pool_stays_within_the_memory_limit(runtime: Path, transport: str) -> None:
+    c = _connect(transport, memory_limit=1 << 20)
+    with Store(f"pl-{transport}", c, cache_size=0) as store:
+        kept = store.put(b"k" * 500_000)
+        a, b = store.put(b"a" * 250_000), store.put(b"b" * 250_000)
+        store.evict(a)
+        store.evict(b)  # 500 KB held + 500 KB pooled: within the limit
+        shm_dir = Path(c.local_server()["shm_dir"])
+        assert len(_segments(shm_dir / shm.POOL)) == 2
+        # 500 KB more claims one pooled segment; held + the other pooled + new would
+        # pass the limit: the pool gives way, never an object, and the put succeeds
+        new = store.put(b"n" * 500_000)
+        assert _segments(shm_dir / shm.POOL) == []
+        assert bytes(store.get(kept)) == b"k" * 500_000
+        assert bytes(store.get(new)) == b"n" * 500_000
+        assert c.server_status()["shm_pool"] == {"segments": 0, "recycled": 2}
     c.close()
 
 
@@ -255,7 +370,7 @@ def test_memory_limit_covers_shared_memory(runtime: Path, transport: str) -> Non
         with pytest.raises(StoreFullError, match="full"):
             store.put(b"x" * 600_000)
         shm_dir = Path(c.local_server()["shm_dir"])
-        assert len(os.listdir(shm_dir)) == 1  # the refused writer removed its segment
+        assert len(_segments(shm_dir)) == 1  # the refused writer removed its segment
         assert bytes(store.get(kept)) == b"k" * 600_000
     c.close()
 
@@ -276,7 +391,7 @@ def test_other_nodes_and_socket_puts_still_work(runtime: Path, transport: str) -
         assert c_requests(local, "PUT") == 1
         near = ls.get(key2)  # moved into a segment on the first same-node get
         np.testing.assert_array_equal(near, arr * 2)
-        assert len(os.listdir(local.local_server()["shm_dir"])) == 2
+        assert len(_segments(local.local_server()["shm_dir"])) == 2
         assert [bytes(b) for b in local.get_batch([key, key2])] == [
             bytes(ls.connector.get(key)),
             bytes(ls.connector.get(key2)),
@@ -329,7 +444,98 @@ def test_crashed_server_segments_are_cleaned_at_teardown(runtime: Path, transpor
     assert len(left) == 2  # what a crash leaves...
     removed = shm.cleanup_job(root=runtime)  # ...the launcher's teardown removes
     assert sorted(removed) == left and shm.leftover_segments(root=runtime) == []
+    # and with them the job's directories under /dev/shm (empty once swept)
+    assert not (
+        Path("/dev/shm") / f"warpstore-{os.getuid()}" / os.environ["WARPSTORE_JOB_ID"]
+    ).exists()
     c.close()
+
+
+def test_a_stopping_server_leaves_other_servers_directories_alone(
+    runtime: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _connect(transport)
+    a.put(b"a" * 100_000)
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-b")  # a second server of the job here
+    b = _connect(transport)
+    b_dir = Path(b.local_server()["shm_dir"])  # empty: nothing put yet
+    a.stop_server()  # checks this node's segments as it stops...
+    deadline = time.monotonic() + 10
+    while not list(runtime.glob("*/nodes/node-a/*/report.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (report,) = runtime.glob("*/nodes/node-a/*/report.json")
+    import json
+
+    assert json.loads(report.read_text())["segments"] == {"removed": [], "left": []}
+    assert b_dir.is_dir() and (b_dir / shm.POOL).is_dir()  # ...but not the others' dirs
+    with Store(f"b-{transport}", b, cache_size=0) as store:
+        np.testing.assert_array_equal(store.get(store.put(np.ones(50_000))), np.ones(50_000))
+    a.close()
+    b.close()
+
+
+def test_launcher_teardown_checks_its_node_and_reports_per_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warpstore.hpc.launcher import _collect_report, _summary, _sweep_this_node
+    from warpstore.server.runtime import write_json_atomic
+
+    job = f"td-{secrets.token_hex(4)}"
+    monkeypatch.setenv("WARPSTORE_HOSTNAME", "node-a")
+    monkeypatch.delenv("WARPSTORE_SHM_DIR", raising=False)
+    root = tmp_path / "rt"
+    seg_dir = shm.ensure_private_dir(
+        Path("/dev/shm") / f"warpstore-{os.getuid()}" / job / "node-a-zmq"
+    )
+    killed = f"s-999999-{secrets.token_hex(16)}"  # a SIGKILLed server's segment
+    held = _segment(seg_dir)  # this (live) process still holds one
+    (seg_dir / killed).touch(mode=0o600)
+    # node-b's server checked its node when it stopped (what RunningServer.finish writes)
+    report_b = root / job / "nodes" / "node-b" / "zmq"
+    report_b.mkdir(parents=True)
+    write_json_atomic(
+        report_b / "report.json",
+        {
+            "node": "node-b",
+            "address": "b",
+            "final": {},
+            "segments": {"removed": ["x", "y"], "left": []},
+        },
+    )
+    try:
+        here = _sweep_this_node({"job_id": job}, root)
+        assert here["node"] == "node-a" and [Path(p).name for p in here["removed"]] == [killed]
+        assert [Path(p).name for p in here["left"]] == [held]
+        report = _collect_report(tmp_path, root, {"job_id": job, "servers": []}, 0, {}, here)
+        assert report["segments"] == {
+            "node-a": {"removed": 1, "left": 1},
+            "node-b": {"removed": 2, "left": 0},
+        }
+        text = _summary(report, tmp_path)
+        assert "removed leftover shared-memory segments: node-a 1, node-b 2" in text
+        assert "found still held shared-memory segments: node-a 1" in text
+    finally:
+        shutil.rmtree(seg_dir.parent, ignore_errors=True)
+
+
+def test_empty_job_dirs_of_killed_servers_are_removed_but_never_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = f"ed-{secrets.token_hex(4)}"
+    base = Path("/dev/shm") / f"warpstore-{os.getuid()}" / job
+    empty = shm.ensure_private_dir(base / "node-a-zmq")
+    shm.ensure_private_dir(empty / shm.POOL)
+    full = shm.ensure_private_dir(base / "node-b-zmq")
+    name = _segment(full)
+    try:
+        removed = shm.remove_empty_job_dirs(job)
+        assert empty in removed and empty / shm.POOL in removed
+        assert not empty.exists() and (full / name).exists()
+        (full / name).unlink()
+        shm.remove_empty_job_dirs(job)
+        assert not base.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- node-local cache of other nodes' objects ---------------------------------------------
@@ -346,10 +552,41 @@ def test_cache_makes_room_by_dropping_remote_copies_first(tmp_path: Path) -> Non
     assert core.status()["cache"]["fetched_bytes"] == 200_000
     reply = core.handle(Op.PUT, b"own", b"x" * 150_000, 150_000)  # fits only without the copy
     assert reply.status == 0 and b"cache-1" not in core.table.entries
-    assert core.status()["cache"]["dropped"] == 1 and os.listdir(tmp_path) == []
+    assert core.status()["cache"]["dropped"] == 1 and _segments(tmp_path) == []
+    assert _segments(tmp_path / shm.POOL) == []  # dropped to make room: not pooled
     reply = core.handle(Op.PUT, b"own2", b"x" * 200_000, 200_000)  # own objects never dropped
     assert reply.status != 0 and b"own" in core.table.entries
     core.close_shm()
+
+
+def test_pooled_segments_expire_and_go_at_shutdown(tmp_path: Path) -> None:
+    from warpstore.server.core import ServerCore
+
+    directory = shm.ensure_private_dir(tmp_path / "seg")
+    core = ServerCore("addr", "node-a")
+    core.enable_shm(directory, secrets.token_bytes(32))
+
+    def put(key: bytes) -> None:
+        name = shm.write_segment(directory, [b"x" * 100_000])
+        blob = b"\x00".join([key, name.encode(), b"100000"])
+        assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+
+    put(b"k1")
+    put(b"k2")
+    core.handle(Op.EVICT, b"k1", None, 0)
+    core.handle(Op.EVICT, b"k2", None, 0)
+    assert len(_segments(directory / shm.POOL)) == 2
+    assert core.status()["shm_pool"] == {"segments": 2, "recycled": 2}
+    core.pool_ttl = 0.0  # any request lets expired segments go
+    time.sleep(0.01)
+    core.handle(Op.STATUS, b"", None, 0)
+    assert _segments(directory / shm.POOL) == [] and core.pool == {}
+    core.pool_ttl = 30.0
+    put(b"k3")
+    core.handle(Op.EVICT, b"k3", None, 0)
+    assert len(_segments(directory / shm.POOL)) == 1
+    core.close_shm()  # at shutdown: the pool goes with the segments
+    assert not directory.exists()
 
 
 READER = """
@@ -399,20 +636,78 @@ def test_remote_object_is_fetched_once_per_node_and_evict_invalidates(
     owner.close()
 
 
+def test_ranks_missing_at_once_share_one_fetch(runtime: Path, transport: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    owner = _connect(transport)
+    arr = np.arange(400_000, dtype=np.float64)
+    with Store(f"once-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        ucx = ("ucx", "UCXConnector", "UCXKey")
+        module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+        code = READER.format(module=module, cls=cls, keycls=keycls, key=key)
+        env = {**os.environ, "WARPSTORE_HOSTNAME": "node-c"}
+        # node c's server first, so that the four ranks below find it and start together
+        start = f"from warpstore.connectors.{module} import {cls}\n{cls}(timeout=10).local_server()"
+        run_python(start, {"WARPSTORE_HOSTNAME": "node-c"})
+        argv = [sys.executable, "-c", code]
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in "abcd"]
+        outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        assert c_requests(owner, "GET") == 1  # one fetch for the node, however they met
+        cache = max((o["status"]["cache"] for o in outs), key=lambda c: c["served"])
+        assert cache["fetched"] == 1 and cache["served"] == 3
+    owner.close()
+
+
+BATCH_READER = """
+import json
+from warpstore.connectors.{module} import {cls}, {keycls}
+c = {cls}(timeout=10)
+c.local_server()
+values = c.get_batch([{big!r}, {small!r}, {big!r}])
+print(json.dumps({{"sizes": [None if v is None else len(memoryview(v).cast("B")) for v in values],
+                  "cache": c.server_status()["cache"]}}))
+"""
+
+
+def test_get_batch_uses_the_node_cache_like_get(runtime: Path, transport: str) -> None:
+    import json
+
+    owner = _connect(transport)
+    big, small = owner.put(b"B" * 300_000), owner.put(b"s" * 100)
+    ucx = ("ucx", "UCXConnector", "UCXKey")
+    module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+    code = BATCH_READER.format(module=module, cls=cls, keycls=keycls, big=big, small=small)
+    node_b = {"WARPSTORE_HOSTNAME": "node-b"}
+    first, second = (json.loads(run_python(code, node_b)) for _ in range(2))
+    assert first["sizes"] == second["sizes"] == [300_000, 100, 300_000]
+    assert second["cache"]["fetched"] == 1  # one rank of node b fetched the big one...
+    assert second["cache"]["served"] >= 3  # ...everything else came from node b's copy
+    # the owner sent the big object once; the small one (not cached) once per rank
+    assert c_requests(owner, "GET") == 3
+    owner.evict(big)
+    after = json.loads(run_python(code, node_b))
+    assert after["sizes"] == [None, 100, None]  # never a stale copy
+    owner.close()
+
+
 def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:
     """Margo (on the adapter double here) gets shared memory from the same core and base."""
     arr = np.arange(200_000, dtype=np.float64)
     with Store("shm-margo", margo_connector, cache_size=0) as store:
         key = store.put(arr)
         shm_dir = Path(margo_server.server.core.shm_dir)
-        assert len(os.listdir(shm_dir)) == 1
+        assert len(_segments(shm_dir)) == 1
         view = store.get(key)
         assert not view.flags.writeable
         np.testing.assert_array_equal(view, arr)
         status = margo_connector.server_status()
         assert status["requests"]["PUT_SHM"] == 1 and status["requests"]["GET_SHM"] == 1
         store.evict(key)
-        assert os.listdir(shm_dir) == [] and float(view[-1]) == arr[-1]
+        assert _segments(shm_dir) == [] and float(view[-1]) == arr[-1]
 
 
 def test_device_array_goes_from_the_device_straight_into_a_segment(

@@ -32,13 +32,14 @@ to the socket, where the server decides.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from warpstore.server import shm
 from warpstore.server.auth import DataCipher
 from warpstore.server.direct import DirectArea, area_path
 from warpstore.server.protocol import Op, Status
-from warpstore.server.runtime import file_lock, load_token
+from warpstore.server.runtime import load_token
 from warpstore.server.spawn import (
     ServerInfo,
     ServerSettings,
@@ -63,6 +64,8 @@ __all__ = ["NodeServerConnector"]
 
 logger = logging.getLogger(__name__)
 
+_KEEP_MAPPED = 4  # copy=True: how many recently read segments stay mapped
+
 # "not looked up yet", distinct from None ("no local server with shared memory")
 _UNSET: Any = object()
 
@@ -72,6 +75,12 @@ def _close(mapping: Any) -> None:
     if mapping is not None:
         with contextlib.suppress(BufferError):
             mapping.close()
+
+
+def _close_all(mappings: list[Any]) -> None:
+    for mapping in mappings:
+        _close(mapping)
+    mappings.clear()  # the last references: the descriptors (and the pages) go now
 
 
 class _SegmentAllocator:
@@ -106,7 +115,8 @@ class _SegmentAllocator:
         self.check(total)
         name = shm.write_segment(self.directory, parts)
         self.made.append(name)
-        mapping = shm.open_segment(self.directory, name, total)  # lazy: only its size is read
+        # lazy (only its size is read) and unlocked: not registered yet, nobody else reads it
+        mapping = shm.open_segment(self.directory, name, total, lock=False)
         self._mappings.append(mapping)
         return memoryview(mapping) if mapping is not None else b""
 
@@ -189,6 +199,8 @@ class NodeServerConnector(ConnectorMixin):
         # small objects written and read straight in this node's server's area
         # (server/direct.py): path -> handle, None where it cannot be opened
         self._areas: dict[tuple[str, int], DirectArea | None] = {}
+        # copy=True: segments this process mapped lately, by name (see _copy_out)
+        self._mapped: OrderedDict[str, Any] = OrderedDict()
 
     def _make_client(self, token: bytes, timeout: float) -> Any:
         raise NotImplementedError
@@ -276,11 +288,29 @@ class NodeServerConnector(ConnectorMixin):
 
     def close(self) -> None:
         """Close this process's connections; the servers keep running (and keep the data)."""
+        self._forget_mappings()
         self._client.close()
         for area in self._areas.values():
             if area is not None:
                 area.close()
         self._areas.clear()
+
+    def _forget_mappings(self, directory: Path | None = None) -> None:
+        """Unmap kept segments: all, or those whose object was evicted (file gone).
+
+        An evicted segment's pages are freed when its last mapping goes, i.e.
+        here: that (10 ms per 100 MiB) is done by a short-lived thread, not by
+        the get that noticed it.
+        """
+        stale = [
+            self._mapped.pop(name)
+            for name in list(self._mapped)
+            if directory is None or not (directory / name).exists()
+        ]
+        if stale and directory is not None:
+            threading.Thread(target=_close_all, args=(stale,), daemon=True).start()
+        else:
+            _close_all(stale)
 
     def config(self) -> dict[str, Any]:
         # No address: the process rebuilding this connector is on another node
@@ -359,8 +389,9 @@ class NodeServerConnector(ConnectorMixin):
 
         A hit is checked with the owner (``EXISTS``, a few bytes) so that an
         evicted object is never served from a stale copy. Ranks that miss at
-        once queue on a per-object file lock, so the owner sends each object
-        to each node once.
+        once meet at a per-object file lock: one takes it exclusively and
+        fetches, the others wait on it shared and then all map the copy at
+        once; so the owner sends each object to each node once.
         """
         here, directory = local["address"], Path(local["shm_dir"])
         ckey = self._cache_key(key)
@@ -382,21 +413,55 @@ class NodeServerConnector(ConnectorMixin):
             return None
         locks = self.settings().directory() / "fetch-locks"
         locks.mkdir(mode=0o700, exist_ok=True)
-        with file_lock(locks / f"{ckey.decode()}.lock"):
-            data = lookup()  # a sibling fetched it while we waited
-            if data is not None:
-                return data
-            status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
-            if status != Status.OK:
-                return None
-            data = self._payload(frame)
-            view = memoryview(data).cast("B")
-            if view.nbytes >= shm.INLINE_MAX:
+        fd = os.open(
+            locks / f"{ckey.decode()}.lock",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            while True:
                 try:
-                    self._put_segment(here, directory, ckey, view, cache=True)
-                except Exception as e:  # full, say: the caller still gets its object
-                    logger.debug("could not cache %s on this node: %s", key.object_id, e)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    # A sibling is fetching it: wait with the others on a *shared*
+                    # lock, so that all of them go on together when it is done
+                    # (not one after another, each waiting for the previous one).
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    data = lookup()
+                    if data is not None:
+                        return data
+                    continue  # its fetch failed or was not cached: fetch it ourselves
+                try:
+                    return self._fetch_into_cache(key, here, directory, ckey, lookup)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _fetch_into_cache(
+        self,
+        key: Any,
+        here: str,
+        directory: Path,
+        ckey: bytes,
+        lookup: Callable[[], BytesLike | None],
+    ) -> BytesLike | None:
+        """The fetching rank (holding the object's lock): from the owner into this node."""
+        data = lookup()  # a sibling fetched it while we waited
+        if data is not None:
             return data
+        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
+        if status != Status.OK:
+            return None
+        data = self._payload(frame)
+        view = memoryview(data).cast("B")
+        if view.nbytes >= shm.INLINE_MAX:
+            try:
+                self._put_segment(here, directory, ckey, view, cache=True)
+            except Exception as e:  # full, say: the caller still gets its object
+                logger.debug("could not cache %s on this node: %s", key.object_id, e)
+        return data
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
         payload = memoryview(self._payload(reply)).cast("B")
@@ -406,17 +471,42 @@ class NodeServerConnector(ConnectorMixin):
         if kind != ord("S"):
             raise shm.SegmentError("malformed segment reply")
         name, nbytes = shm.unpack_segment_reply(self._token, key, bytes(payload[1:]))
-        mapping = shm.open_segment(directory, name, nbytes, populate=self.copy)
-        if mapping is None:
-            return b""
         if self.copy:
-            # A private, writable buffer (deserialize builds on it, no second copy).
-            # Copying out of a populated mapping measured 2x faster than read(2) on tmpfs.
-            buffer = _allocate(nbytes)
-            memoryview(buffer)[:] = memoryview(mapping)
-            _close(mapping)
-            return buffer
-        return memoryview(mapping)
+            return self._copy_out(directory, name, nbytes)
+        mapping = shm.open_segment(directory, name, nbytes)
+        return b"" if mapping is None else memoryview(mapping)
+
+    def _copy_out(self, directory: Path, name: str, nbytes: int) -> BytesLike:
+        """A private, writable copy of a segment (deserialize builds on it, no second copy).
+
+        Copying out of a populated mapping measured 2x faster than read(2) on
+        tmpfs, but mapping 100 MiB of 4 KiB pages and unmapping them again
+        cost as much as half the copy. So the last few segments stay mapped
+        (by name: a segment never changes while it has its name) and a get of
+        the same object again only copies. A kept mapping holds the reader's
+        lock, so its segment is unlinked, not recycled, when evicted; kept
+        mappings of evicted objects are let go at this process's next get.
+        Serialized bytes and str come back as the mapping itself (read-only,
+        a :class:`~warpstore.server.shm.CopyMap`): deserialize copies them once.
+        """
+        self._forget_mappings(directory)
+        mapping = self._mapped.get(name)
+        if mapping is None:
+            mapping = shm.open_segment(directory, name, nbytes, populate=True, views=False)
+            if mapping is None:
+                return b""
+            self._mapped[name] = mapping
+            while len(self._mapped) > _KEEP_MAPPED:
+                _close(self._mapped.popitem(last=False)[1])
+        else:
+            self._mapped.move_to_end(name)
+        if mapping[:1] in (b"B", b"S"):
+            # bytes and str are built by copying out of the buffer anyway: given the
+            # (read-only, copy-on-deserialize) mapping itself, that is the one copy
+            return memoryview(mapping)
+        buffer = _allocate(nbytes)
+        memoryview(buffer)[:] = memoryview(mapping)
+        return buffer
 
     def _refuse_oversized(self, address: str, key: bytes, nbytes: int) -> None:
         """Refuse, before writing a byte, an object larger than the server's memory limit."""
@@ -499,6 +589,12 @@ class NodeServerConnector(ConnectorMixin):
         for i, key in enumerate(keys):
             by_server[key.address].append(i)
         out: list[BytesLike | None] = [None] * len(keys)
+        local = self._local_info() if self.cache_remote else None
+        if local is not None:  # other nodes' objects: through this node's cache, as get does
+            remote = [i for a, idx in by_server.items() if a != local["address"] for i in idx]
+            for address in {keys[i].address for i in remote}:
+                del by_server[address]
+            self._get_batch_cached(keys, remote, local, out)
         for address, indices in by_server.items():
             directory = self._shm_dir(address)
             area = self._area(address) if directory is not None else None
@@ -523,6 +619,40 @@ class NodeServerConnector(ConnectorMixin):
                 except shm.SegmentError:
                     out[i] = self.get(keys[i])
         return out
+
+    def _get_batch_cached(
+        self, keys: Sequence[Any], indices: list[int], local: ServerInfo, out: list[Any]
+    ) -> None:
+        """Other nodes' objects of a batch: node-cache hits in one pipeline (each checked
+        with its owner, in one pipeline per owner, as :meth:`_get_cached` does), misses
+        fetched one by one under the per-object lock so each node fetches each once."""
+        if not indices:
+            return
+        here, directory = local["address"], Path(local["shm_dir"])
+        ckeys = {i: self._cache_key(keys[i]) for i in indices}
+        replies = self._client.pipeline(here, [(Op.GET_SHM, ckeys[i], None) for i in indices])
+        hits: dict[str, list[int]] = defaultdict(list)
+        misses = []
+        for i, (status, reply) in zip(indices, replies, strict=True):
+            data = None
+            if status == Status.OK:
+                with contextlib.suppress(shm.SegmentError):
+                    data = self._map(directory, ckeys[i], reply)
+            if data is None:
+                misses.append(i)
+            else:
+                out[i] = data
+                hits[keys[i].address].append(i)
+        for owner, idx in hits.items():
+            found = self._client.pipeline(
+                owner, [(Op.EXISTS, keys[i].object_id.encode(), None) for i in idx]
+            )
+            for i, (status, _) in zip(idx, found, strict=True):
+                if status != Status.OK:  # the owner evicted it: never serve a stale copy
+                    out[i] = None
+                    self._client.request(here, Op.EVICT, ckeys[i])
+        for i in misses:
+            out[i] = self._get_cached(keys[i], local)
 
     def new_key(self, obj: BytesLike | None = None) -> Any:
         server = self.local_server()

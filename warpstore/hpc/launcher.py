@@ -298,12 +298,70 @@ def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
             continue
 
 
+def _sweep_this_node(manifest: dict[str, Any], runtime_dir: Path) -> dict[str, Any]:
+    """The teardown check of the launcher's own node, after every server stopped.
+
+    Each server checks its node when it stops (its report's ``segments``); a
+    server that was killed cannot, so on this node the launcher removes
+    what the job's dead processes left (a killed server's segments too).
+    Servers of other nodes that were killed leave theirs to the node's next
+    server start (each server sweeps its directory then) or the node's
+    clean-up after the allocation.
+    """
+    from warpstore.server.runtime import node_name
+    from warpstore.server.shm import cleanup_job, leftover_segments
+
+    job = manifest.get("job_id")
+    try:
+        removed = cleanup_job(job, root=runtime_dir)
+        left = leftover_segments(job, root=runtime_dir)
+    except OSError as e:
+        logger.warning("could not check this node's shared-memory segments: %s", e)
+        return {}
+    if removed:
+        logger.warning(
+            "teardown removed %s left on node %s: %s",
+            plural(len(removed), "shared-memory segment"),
+            node_name(),
+            ", ".join(p.name for p in removed),
+        )
+    return {
+        "node": node_name(),
+        "removed": [str(p) for p in removed],
+        "left": [str(p) for p in left],
+    }
+
+
+def _segment_check(
+    nodes: list[dict[str, Any]], reports: list[dict[str, Any]], here: dict[str, Any]
+) -> dict[str, dict[str, int]]:
+    """Per node: segments removed at teardown and segments still there (a live holder)."""
+    out: dict[str, dict[str, int]] = {}
+    for node, data in zip(nodes, reports, strict=True):
+        seg = data.get("segments") or {}
+        entry = out.setdefault(str(node["node"]), {"removed": 0, "left": 0})
+        entry["removed"] += len(seg.get("removed", []))
+        entry["left"] = max(entry["left"], len(seg.get("left", [])))
+    if here:
+        entry = out.setdefault(str(here["node"]), {"removed": 0, "left": 0})
+        entry["removed"] += len(here["removed"])
+        entry["left"] = len(here["left"])  # checked last, after every server stopped
+    return out
+
+
 def _collect_report(
-    job_dir: Path, runtime_dir: Path, manifest: dict[str, Any], rc: int, timings: dict[str, float]
+    job_dir: Path,
+    runtime_dir: Path,
+    manifest: dict[str, Any],
+    rc: int,
+    timings: dict[str, float],
+    here: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     nodes = []
+    reports = []
     for path in sorted(runtime_dir.glob("*/nodes/*/*/report.json")):
         data = read_json(path) or {}
+        reports.append(data)
         final = data.get("final", {})
         nodes.append(
             {
@@ -334,6 +392,8 @@ def _collect_report(
         "timings_s": timings,
         "servers_expected": len(manifest.get("servers", [])),
         "servers_reported": len(nodes),
+        # the teardown's shared-memory check, per node (see _sweep_this_node)
+        "segments": _segment_check(nodes, reports, here or {}),
     }
     write_json_atomic(job_dir / "report.json", report)
     return report
@@ -362,6 +422,13 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
             f" Busiest node: {busiest['node']} "
             f"({format_size(busiest['bytes_put'] + busiest['bytes_got'])} moved)."
         )
+    segments = report.get("segments", {})
+    for what, key in (("removed leftover", "removed"), ("found still held", "left")):
+        counts = {node: c[key] for node, c in segments.items() if c.get(key)}
+        if counts:
+            text += f" Teardown {what} shared-memory segments: " + ", ".join(
+                f"{node} {n}" for node, n in sorted(counts.items())
+            ) + "."
     return text + f" Manifest and report: {job_dir}."
 
 
@@ -736,8 +803,9 @@ def launch(
             finally:
                 _end_process(servers, 30)
                 lease.stop()
+            here = _sweep_this_node(manifest, runtime_dir)
             timings["teardown"] = time.monotonic() - t2
-            report = _collect_report(job_dir, runtime_dir, manifest, rc, timings)
+            report = _collect_report(job_dir, runtime_dir, manifest, rc, timings, here)
             if failure is not None:
                 report["error"] = f"{type(failure).__name__}: {failure}"
                 write_json_atomic(job_dir / "report.json", report)

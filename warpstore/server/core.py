@@ -22,6 +22,12 @@ Small same-node objects never reach the core at all (:mod:`warpstore.server.dire
 clients keep them as files of the server's area. The core makes the area, counts it
 in the byte limit (under the area's lock), answers remote GET/EXISTS/EVICT from it, and
 adds its objects and operations to :meth:`ServerCore.status`.
+An evicted segment that no process maps any more goes to a small pool
+(:func:`warpstore.server.shm.recycle_segment`) for the next same-node put to
+overwrite: writing into existing pages costs a memcpy, filling new ones
+twice that. The pool is bounded (``$WARPSTORE_SHM_POOL`` bytes, default
+512 MiB, at most 8 segments, each kept at most 30 s) and, with a memory
+limit, counts against it: it is the first thing dropped when room is needed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -50,7 +57,7 @@ from warpstore.server.direct import (
     sweep_areas,
 )
 from warpstore.server.protocol import Op, Status
-from warpstore.units import format_size
+from warpstore.units import format_size, parse_size
 
 logger = logging.getLogger("warpstore.server")
 
@@ -95,12 +102,16 @@ class ObjectTable:
         # same-node clients' small objects (server/direct.py): they count against the
         # limit too, and direct puts must leave what this table holds and promised
         self.direct: DirectArea | None = None
+        # bytes the server keeps outside the table that the limit covers too (its pool
+        # of recycled segments): direct puts and _fits must leave room for them
+        self.held_elsewhere: Callable[[], int] = lambda: 0
 
     def _fits(self, key: bytes, nbytes: int, extra: int = 0) -> bool:
         if self.memory_limit is None:
             return True
         old = self.entries.get(key)
-        used = self.nbytes + self.reserved - (old.nbytes if old else 0) + extra
+        used = self.nbytes + self.reserved + self.held_elsewhere() - (old.nbytes if old else 0)
+        used += extra
         return used + nbytes <= self.memory_limit
 
     def can_hold(self, key: bytes, nbytes: int) -> bool:
@@ -114,8 +125,9 @@ class ObjectTable:
             if not self._can_hold(key, nbytes, direct_bytes(usage)):
                 return False
             old = self.entries.get(key)
-            claim = self.nbytes + self.reserved + nbytes - (old.nbytes if old else 0)
-            set_server_bytes(usage, max(claim, self.nbytes + self.reserved))
+            held = self.nbytes + self.reserved + self.held_elsewhere()
+            claim = held + nbytes - (old.nbytes if old else 0)
+            set_server_bytes(usage, max(claim, held))
             return True
 
     def _can_hold(self, key: bytes, nbytes: int, extra: int) -> bool:
@@ -132,7 +144,7 @@ class ObjectTable:
     def _publish(self) -> None:
         # only a limit needs it: without one the server never takes the area's lock
         if self.direct is not None and self.memory_limit is not None:
-            self.direct.publish_server_bytes(self.nbytes + self.reserved)
+            self.direct.publish_server_bytes(self.nbytes + self.reserved + self.held_elsewhere())
 
     def put(
         self,
@@ -193,9 +205,16 @@ class ServerCore:
     direct: DirectArea | None = None  # same-node clients' small objects (server/direct.py)
     _token: bytes = b""
     _sweeper: SweepTimer | None = None
+    pool: dict[str, tuple[int, float]] = field(default_factory=dict)  # recycled: size, since
+    pool_limit: int = 0
+    pool_files: int = 8
+    pool_ttl: float = 30.0
+    recycled: int = 0  # segments recycled into the pool
+    _making_room: bool = False
 
     def __post_init__(self) -> None:
         self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
+        self.table.held_elsewhere = lambda: sum(size for size, _ in self.pool.values())
 
     def enable_shm(self, directory: Path, token: bytes) -> None:
         """Keep objects for same-node clients in segments under ``directory``.
@@ -219,6 +238,9 @@ class ServerCore:
             self.direct = DirectArea(area, token, create=True, memory_limit=self.table.memory_limit)
             self.table.direct = self.direct
             self._sweeper = SweepTimer(lambda: sweep_area(area))
+        self.pool_limit = parse_size(os.environ.get("WARPSTORE_SHM_POOL", "512MiB"))
+        if self.pool_limit > 0:
+            shm.pool_directory(directory)
 
     def close_shm(self) -> None:
         """Remove every segment this server holds (at shutdown); mappings stay valid."""
@@ -232,13 +254,96 @@ class ServerCore:
             if entry.segment:
                 shm.remove_segment(self.shm_dir, entry.segment)
                 entry.segment = None
-        for directory in (self.shm_dir, self.shm_dir.parent):
+        self._trim_pool(everything=True)
+        for directory in (self.shm_dir / shm.POOL, self.shm_dir, self.shm_dir.parent):
             with contextlib.suppress(OSError):  # only while empty: leave others' files
                 directory.rmdir()
 
     def _dropped(self, entry: Entry) -> None:
-        if entry.segment and self.shm_dir is not None:
-            shm.remove_segment(self.shm_dir, entry.segment)
+        if not entry.segment or self.shm_dir is None:
+            return
+        if (
+            self.pool_limit > 0
+            and not self._making_room
+            and self._unmapped(entry)
+            and self._pool_room(entry.nbytes)
+        ):
+            name = shm.recycle_segment(self.shm_dir, entry.segment)
+            if name is not None:
+                self.pool[name] = (entry.nbytes, time.monotonic())
+                self.recycled += 1
+            return
+        shm.remove_segment(self.shm_dir, entry.segment)
+
+    @staticmethod
+    def _unmapped(entry: Entry) -> bool:
+        """Drop our own mapping of a dropped entry; ``False`` if something still uses it
+        (a reply being sent straight from it, say): then it must not be recycled."""
+        data, entry.data = entry.data, b""
+        if not isinstance(data, memoryview):
+            return True
+        mapping = data.obj
+        try:
+            data.release()
+            if isinstance(mapping, mmap.mmap):
+                mapping.close()
+        except BufferError:
+            return False
+        return True
+
+    def _pool_bytes(self) -> int:
+        """Bytes in the pool, forgetting segments that writers have claimed since."""
+        assert self.shm_dir is not None
+        pool = self.shm_dir / shm.POOL
+        for name in [n for n in self.pool if not (pool / n).exists()]:
+            del self.pool[name]
+        return sum(size for size, _ in self.pool.values())
+
+    def _pool_room(self, nbytes: int) -> bool:
+        """Whether a dropped segment of ``nbytes`` may wait in the pool (after making room)."""
+        if nbytes > self.pool_limit:
+            return False
+        self._trim_pool(need=nbytes, files=self.pool_files - 1)
+        limit = self.table.memory_limit
+        used = self._pool_bytes()
+        held = self.table.nbytes + self.table.reserved + self._direct_bytes()
+        if limit is not None and held + used + nbytes > limit:
+            return False
+        return used + nbytes <= self.pool_limit
+
+    def _trim_pool(self, need: int = 0, files: int | None = None, everything: bool = False) -> None:
+        """Unlink pooled segments, oldest first: expired ones, then until ``need`` more
+        bytes fit (pool limit and memory limit) and at most ``files`` remain."""
+        if not self.pool or self.shm_dir is None:
+            return
+        pool = self.shm_dir / shm.POOL
+        now = time.monotonic()
+        limit = self.table.memory_limit
+        held = self.table.nbytes + self.table.reserved + self._direct_bytes()
+        for name, (_, since) in sorted(self.pool.items(), key=lambda item: item[1][1]):
+            used = self._pool_bytes()
+            if name not in self.pool:
+                continue
+            over = (
+                everything
+                or now - since > self.pool_ttl
+                or used + need > self.pool_limit
+                or (files is not None and len(self.pool) > files)
+                or (
+                    limit is not None
+                    and held + used + need > limit
+                )
+            )
+            if not over:
+                break
+            del self.pool[name]
+            (pool / name).unlink(missing_ok=True)
+
+    def _direct_bytes(self) -> int:
+        """Bytes of same-node clients' small objects; only a memory limit needs them."""
+        if self.direct is None or self.table.memory_limit is None:
+            return 0
+        return int(self.direct.usage()["bytes"])
 
     def describe(self) -> str:
         return f"{self.transport} server {self.address} on node {self.node}"
@@ -256,6 +361,8 @@ class ServerCore:
         if self._sweeper is not None:
             self._sweeper.tick()
         direct = self.direct
+        if self.pool and time.monotonic() - min(t for _, t in self.pool.values()) > self.pool_ttl:
+            self._trim_pool()  # expired segments give their memory back
         if op == Op.PUT:
             reply = self._put(key, data, nbytes, tag)
             if direct is not None and reply.status == Status.OK:
@@ -293,8 +400,14 @@ class ServerCore:
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
 
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
-        if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
-            return None
+        if self.table.memory_limit is not None:
+            self._trim_pool(need=nbytes)  # pooled segments go before any object does
+        self._making_room = True  # node-local copies dropped now are unlinked, not pooled
+        try:
+            if self.table.can_hold(key, nbytes):  # drops node-local copies first if needed
+                return None
+        finally:
+            self._making_room = False
         self.errors["store_full"] += 1
         limit = self.table.memory_limit or 0
         held = self.table.nbytes + (self.direct.usage()["bytes"] if self.direct else 0)
@@ -430,6 +543,7 @@ class ServerCore:
                 "dropped": self.table.cache_dropped,
             },
             "shm_dir": str(self.shm_dir) if self.shm_dir else None,
+            "shm_pool": {"segments": len(self.pool), "recycled": self.recycled},
             "uptime_s": round(time.time() - self.started, 3),
         }
 

@@ -77,6 +77,7 @@ class RunningServer:
             )
 
         token, token_path = load_token(token_file=token_file, root=runtime_dir)
+        self.runtime_dir = runtime_dir
         self.directory = node_dir(transport, runtime_dir)
         ip = default_address(address, interface, transport)
         if transport == "margo":
@@ -147,10 +148,13 @@ class RunningServer:
         status: dict[str, Any] = self.server.core.status()
         self.server.core.close_shm()
         self.server.close()
+        segments = self._check_segments()
         current = read_json(self.info_path)
         if current is not None and current.get("pid") == os.getpid():
             Path(self.info_path).unlink(missing_ok=True)
-        write_json_atomic(self.directory / "report.json", {**self.info, "final": status})
+        write_json_atomic(
+            self.directory / "report.json", {**self.info, "final": status, "segments": segments}
+        )
         logger.info(
             "stopped %s: held %s (%s), served %s %s, in %s, out %s, errors %s",
             self.server.address,
@@ -163,6 +167,30 @@ class RunningServer:
             json.dumps(status["errors"]),
         )
         return status
+
+
+    def _check_segments(self) -> dict[str, list[str]]:
+        """The teardown check of this node: remove the job's segments that dead processes
+        (a crashed client, a killed server of another transport) left here; list them, and
+        any that a live process still holds, for the job report."""
+        if self.server.core.shm_dir is None:
+            return {"removed": [], "left": []}
+        from warpstore.server.shm import cleanup_job, leftover_segments
+
+        try:
+            # other servers of the job on this node may still run: leave directories be
+            removed = cleanup_job(root=self.runtime_dir, remove_dirs=False)
+            left = leftover_segments(root=self.runtime_dir)
+        except OSError as e:  # a report without the check beats no report
+            logger.warning("could not check this node's segments: %s", e)
+            return {"removed": [], "left": []}
+        if removed:
+            logger.warning(
+                "removed %s that dead processes left: %s",
+                plural(len(removed), "shared-memory segment"),
+                ", ".join(p.name for p in removed),
+            )
+        return {"removed": [str(p) for p in removed], "left": [str(p) for p in left]}
 
 
 def run_server(transport: str = "zmq", **kwargs: Any) -> dict[str, Any]:

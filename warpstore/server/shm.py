@@ -28,18 +28,35 @@ level is created 0700 and must be owned by us.
 A crashed process leaves files behind: the pid in each name says whose it
 is, and :func:`sweep` (run by each server when it starts and by
 :func:`cleanup_job` at the job's teardown) removes those of dead processes.
+
+Recycling (the put path's speed): filling *new* tmpfs pages costs about 2x
+a memcpy (the kernel allocates, clears or inserts every 4 KiB page), while
+writing into pages a file already has costs a memcpy. So an evicted
+segment that nobody maps any more is not unlinked but renamed into
+``<directory>/pool/p-<server pid>-<random>`` (:func:`recycle_segment`), and
+the next same-node put claims it (:func:`claim_segment`: an atomic rename
+to ``c-<pid>-...``, then ``ftruncate`` to its size) and overwrites it. The
+pool is small and short-lived (the server bounds it, see
+:class:`warpstore.server.core.ServerCore`). *Nobody maps it* is decided by
+``flock``: every reader holds a shared lock on a segment for as long as its
+mapping lives (and checks, once locked, that the name still leads to the
+same file); the recycler renames first and then needs an exclusive lock
+without waiting, else it unlinks as before. A reader's view therefore
+never changes under it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hmac
 import mmap
 import os
 import re
 import stat
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +69,7 @@ __all__ = [
     "CopyMap",
     "SegmentError",
     "SegmentMap",
+    "claim_segment",
     "cleanup_job",
     "create_segment",
     "ensure_private_dir",
@@ -59,6 +77,9 @@ __all__ = [
     "leftover_segments",
     "open_segment",
     "pack_segment_reply",
+    "pool_directory",
+    "recycle_segment",
+    "remove_empty_job_dirs",
     "remove_segment",
     "shm_directory",
     "sweep",
@@ -67,7 +88,8 @@ __all__ = [
 ]
 
 INLINE_MAX = 64 * 1024  # smaller objects go through the socket: a mapping costs more
-NAME = re.compile(r"^[cs]-[0-9]{1,10}-[0-9a-f]{32}$")
+NAME = re.compile(r"^[csp]-[0-9]{1,10}-[0-9a-f]{32}$")
+POOL = "pool"  # sub-directory of recycled segments
 _RAM_FS = {"tmpfs", "ramfs", "hugetlbfs"}
 _O_NOFOLLOW_CLOEXEC = os.O_NOFOLLOW | os.O_CLOEXEC
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
@@ -161,6 +183,13 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
     Raises:
         StoreFullError: when the file system cannot hold ``nbytes`` more.
     """
+    claimed = claim_segment(directory, nbytes, prefix) if nbytes else None
+    if claimed is not None:  # a recycled segment: its pages exist already
+        name, fd = claimed
+        try:
+            return name, mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | _POPULATE)
+        finally:
+            os.close(fd)
     name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex}"
     path = directory / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
@@ -184,24 +213,34 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
 
 
 def write_segment(directory: Path, parts: Sequence[Any]) -> str:
-    """A new segment holding ``parts`` back to back, written with ``writev(2)``.
+    """A new segment holding ``parts`` back to back, written with ``pwritev(2)``.
 
     One copy, straight from the caller's buffers (a serialized message's
     header and an array's own memory) into the segment, and no mapping:
     on tmpfs this measured 2x faster than ``posix_fallocate`` + a populated
     mapping + a copy, because the kernel allocates the pages as it writes.
+    A recycled segment from the pool is used when there is one (its pages
+    exist: overwriting them measured about a memcpy, new pages about two).
 
     Raises:
         StoreFullError: when the file system cannot hold it.
     """
     views = [m for m in (memoryview(p).cast("B") for p in parts) if m.nbytes]
     total = sum(v.nbytes for v in views)
-    name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
+    claimed = claim_segment(directory, total) if total else None
+    if claimed is not None:  # a recycled segment: overwrite its pages (about a memcpy)
+        name, fd = claimed
+    else:
+        name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
+        fd = os.open(
+            directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600
+        )
     path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
+    offset = 0
     try:
         while views:
-            n = os.writev(fd, views[:_IOV_MAX])
+            n = os.pwritev(fd, views[:_IOV_MAX], offset)
+            offset += n
             while n and views:  # drop what was written, keep the rest of a partial part
                 if n >= views[0].nbytes:
                     n -= views[0].nbytes
@@ -229,28 +268,146 @@ def open_segment(
     writable: bool = False,
     populate: bool = False,
     views: bool = True,
+    lock: bool = True,
 ) -> mmap.mmap | None:
     """Map an existing segment after checking it (``None`` for an empty one).
 
+    A read-only mapping holds a shared ``flock`` on the segment for as long
+    as it lives (so it is never recycled under it: see the module docs);
+    ``lock=False`` is for a writer's own, not yet registered segment.
+
     Raises:
-        SegmentError: bad name, missing file, not ours, wrong mode or size.
+        SegmentError: bad name, missing file, not ours, wrong mode or size, or
+            being recycled.
     """
     path = directory / _name_ok(name)
     try:
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | _O_NOFOLLOW_CLOEXEC)
     except OSError as e:
         raise SegmentError(f"cannot open segment {path}: {e.strerror}") from None
+    keep = False
     try:
         _check(fd, path, nbytes)
         if nbytes == 0:
             return None
         if writable:
             return mmap.mmap(fd, nbytes)
+        if lock:
+            _lock_shared(fd, path)
         flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
         cls = SegmentMap if views else CopyMap
-        return cls(fd, nbytes, flags=flags, prot=mmap.PROT_READ)
+        mapping = cls(fd, nbytes, flags=flags, prot=mmap.PROT_READ)
+        if lock:  # the lock lives as long as the mapping
+            weakref.finalize(mapping, os.close, fd)
+            keep = True
+        return mapping
+    finally:
+        if not keep:
+            os.close(fd)
+
+
+_nofile_raised = False
+
+
+def _raise_nofile_limit() -> None:
+    """Each live read-only mapping keeps its segment's descriptor (for the lock):
+    lift the soft limit on open files to the hard one, once, as Ray's object store
+    clients do, so that many live views do not crowd out the program's own files."""
+    global _nofile_raised
+    if _nofile_raised:
+        return
+    _nofile_raised = True
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _lock_shared(fd: int, path: Path) -> None:
+    """Take a reader's shared lock and check the name still leads to this file."""
+    _raise_nofile_limit()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SegmentError(f"segment {path} is being recycled") from None
+    try:
+        now = os.lstat(path)
+    except OSError:
+        now = None
+    st = os.fstat(fd)
+    if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        raise SegmentError(f"segment {path} was evicted while being opened")
+
+
+def pool_directory(directory: Path) -> Path:
+    """Where ``directory``'s recycled segments wait (created 0700 and checked)."""
+    return ensure_private_dir(directory / POOL)
+
+
+def recycle_segment(directory: Path, name: str) -> str | None:
+    """Move an evicted segment into the pool if no process maps it; else unlink it.
+
+    Returns the pool name, or ``None`` when it was unlinked. The caller (the
+    server) must already have dropped its own mapping of it.
+    """
+    if not NAME.match(name):
+        return None
+    pool = directory / POOL
+    new = f"p-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        os.rename(directory / name, pool / new)  # new readers can no longer find it
+        fd = os.open(pool / new, os.O_RDONLY | _O_NOFOLLOW_CLOEXEC)
+    except OSError:
+        (directory / name).unlink(missing_ok=True)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a reader still maps it: its pages stay until it unmaps
+        (pool / new).unlink(missing_ok=True)
+        return None
     finally:
         os.close(fd)
+    return new
+
+
+def claim_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str, int] | None:
+    """Take a recycled segment for a new object of ``nbytes``: ``(name, writable fd)``.
+
+    Picks the smallest pooled file of at least ``nbytes`` (else the largest),
+    renames it ``<prefix>-<pid>-<random>`` (the rename is the claim: of two
+    writers only one can win it) and cuts it to ``nbytes``. ``None`` when the
+    pool is empty or missing.
+    """
+    pool = directory / POOL
+    try:
+        entries = [(e.stat(follow_symlinks=False).st_size, e.name) for e in os.scandir(pool)]
+    except OSError:
+        return None
+    entries = [(size, n) for size, n in entries if NAME.match(n) and n.startswith("p-")]
+    entries.sort(key=lambda e: (e[0] < nbytes, e[0] if e[0] >= nbytes else -e[0]))
+    for _, pooled in entries:
+        name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            os.rename(pool / pooled, directory / name)
+        except OSError:
+            continue  # another writer claimed it first
+        try:
+            fd = os.open(directory / name, os.O_RDWR | _O_NOFOLLOW_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            _check(fd, directory / name, None)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody maps it (paranoia)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.ftruncate(fd, nbytes)
+        except (OSError, SegmentError):
+            os.close(fd)
+            (directory / name).unlink(missing_ok=True)
+            continue
+        return name, fd
+    return None
 
 
 def adopt_segment(directory: Path, name: str, nbytes: int) -> tuple[str, mmap.mmap | None]:
@@ -285,19 +442,23 @@ def remove_segment(directory: Path, name: str) -> None:
 
 
 def sweep(directory: Path, alive: Callable[[int], bool] | None = None) -> list[str]:
-    """Remove the segments in ``directory`` whose owner process is gone; return their names."""
+    """Remove the segments in ``directory`` (and its pool) whose owner process is gone.
+
+    Returns their names (pooled ones as ``pool/<name>``).
+    """
     from warpstore.server.runtime import pid_alive
 
     is_alive = alive or pid_alive
     removed = []
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if NAME.match(name) and not is_alive(int(name.split("-")[1])):
-            (directory / name).unlink(missing_ok=True)
-            removed.append(name)
+    for where, label in ((directory, ""), (directory / POOL, f"{POOL}/")):
+        try:
+            names = os.listdir(where)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if NAME.match(name) and not is_alive(int(name.split("-")[1])):
+                (where / name).unlink(missing_ok=True)
+                removed.append(label + name)
     return removed
 
 
@@ -305,18 +466,27 @@ def job_segment_dirs(
     job: str | None = None, root: str | os.PathLike[str] | None = None
 ) -> Iterator[Path]:
     """Every directory that may hold this job's segments on this node."""
-    from warpstore.server.runtime import job_dir, job_id
+    from warpstore.server.runtime import job_id, runtime_root
 
-    job = job or job_id()
+    job = (job or job_id()).replace("/", "_")
     explicit = os.environ.get("WARPSTORE_SHM_DIR")
     bases = [Path(explicit) / job] if explicit else []
     bases.append(Path("/dev/shm") / f"warpstore-{os.getuid()}" / job)
     for base in bases:
         if base.is_dir():
             yield from (p for p in base.iterdir() if p.is_dir() and not p.is_symlink())
-    nodes = job_dir(root) / "nodes"
+    nodes = (Path(root) if root else runtime_root()) / job / "nodes"  # looked at, not made
     if nodes.is_dir():
         yield from (p for p in nodes.glob("*/*/shm") if p.is_dir())
+
+
+def _segment_files(directory: Path) -> list[Path]:
+    """The segment files in ``directory`` and in its pool."""
+    out: list[Path] = []
+    for where in (directory, directory / POOL):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            out.extend(where / n for n in os.listdir(where) if NAME.match(n))
+    return out
 
 
 def leftover_segments(
@@ -327,7 +497,7 @@ def leftover_segments(
 
     dirs = [d for d in job_segment_dirs(job, root) if not direct.is_area(d)]
     return sorted(
-        [d / n for d in dirs for n in os.listdir(d) if NAME.match(n)]
+        [p for d in dirs for p in _segment_files(d)]
         + [f for d in dirs for f in direct.leftover_files(d)]
     )
 
@@ -337,29 +507,63 @@ def cleanup_job(
     root: str | os.PathLike[str] | None = None,
     *,
     everything: bool = False,
+    remove_dirs: bool = True,
 ) -> list[Path]:
     """Teardown: remove this job's segments on this node; return what was removed.
 
     By default only those of dead processes (safe while servers still run);
     ``everything=True`` once the job's processes are all gone. Empty
-    segment directories are removed too.
+    segment directories are removed too (also the job's directory under
+    ``/dev/shm/warpstore-<uid>`` once empty) unless ``remove_dirs=False``:
+    a server that stops while others of the job on its node still run must
+    not remove their (momentarily empty) directories.
     """
     from warpstore.server import direct  # small objects beside the segments
+    from warpstore.server.runtime import job_id
 
+    job = (job or job_id()).replace("/", "_")
     removed: list[Path] = []
     for directory in list(job_segment_dirs(job, root)):
         if direct.is_area(directory):
             continue  # swept with its segment directory
         removed.extend(direct.sweep_areas(directory, everything=everything))
         if everything:
-            for name in os.listdir(directory):
-                if NAME.match(name):
-                    (directory / name).unlink(missing_ok=True)
-                    removed.append(directory / name)
+            for path in _segment_files(directory):
+                path.unlink(missing_ok=True)
+                removed.append(path)
         else:
             removed.extend(directory / n for n in sweep(directory))
+        parent = [directory.parent] if directory.parent.name == job else []
+        for empty in [directory / POOL, directory, *parent] if remove_dirs else []:
+            with contextlib.suppress(OSError):
+                empty.rmdir()  # only when empty
+    return removed
+
+
+def remove_empty_job_dirs(job: str | None = None) -> list[Path]:
+    """Remove ``job``'s directories under ``/dev/shm/warpstore-<uid>`` (and
+    ``$WARPSTORE_SHM_DIR``) that hold nothing: what a killed server leaves.
+
+    Never removes a file: a directory with a segment in it stays.
+    """
+    from warpstore.server.runtime import job_id
+
+    job = (job or job_id()).replace("/", "_")
+    explicit = os.environ.get("WARPSTORE_SHM_DIR")
+    bases = [Path(explicit) / job] if explicit else []
+    bases.append(Path("/dev/shm") / f"warpstore-{os.getuid()}" / job)
+    removed = []
+    for base in bases:
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for directory in sorted(base.rglob("*"), key=lambda p: -len(p.parts)):
+            if directory.is_dir() and not directory.is_symlink():
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+                    removed.append(directory)
         with contextlib.suppress(OSError):
-            directory.rmdir()  # only when empty
+            base.rmdir()
+            removed.append(base)
     return removed
 
 
