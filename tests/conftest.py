@@ -72,18 +72,22 @@ def redis_server() -> Iterator[tuple[str, int]]:
 
 @pytest.fixture(autouse=True)
 def _no_empty_shm_job_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Remove the test's job directory under /dev/shm/warpstore-<uid>/ if it is empty.
+    """Remove what dead processes left in the test's job directory under
+    /dev/shm/warpstore-<uid>/, then the directory if it is empty.
 
-    A server killed by a test (SIGKILL) cannot remove its segment directory;
-    a stopped server removes its own. Only *empty* directories are removed
-    here, so a test that leaks segments still shows them. (Depends on
+    A server killed by a test (SIGKILL) cannot remove its segment directory or
+    small-object area; a stopped server removes its own. Only dead processes'
+    files go, so a test that leaks segments from a live process still shows them. (Depends on
     ``monkeypatch`` so that it runs while the test's WARPSTORE_JOB_ID is set.)
     """
     yield
-    from warpstore.server.shm import remove_empty_job_dirs
+    from warpstore.server.shm import cleanup_job, remove_empty_job_dirs
 
     job = os.environ.get("WARPSTORE_JOB_ID")
     if job:
+        # what killed servers leave (their segments and small-object areas): gone
+        # only because their processes are dead; a live process's leak stays
+        cleanup_job(job)
         remove_empty_job_dirs(job)
 
 
