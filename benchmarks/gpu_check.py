@@ -109,6 +109,23 @@ def time_store(store: Any, obj: Any, repeat: int, sync: Callable[[], None]) -> t
     return put_s, get_s
 
 
+def time_store_steady(
+    store: Any, obj: Any, repeat: int, sync: Callable[[], None]
+) -> tuple[float, float]:
+    """put+get+evict per step, as an iterative workflow does (the evict timed with the
+    put): a same-node node server then recycles the evicted segment for the next put."""
+    keys: list[Any] = [store.put(obj)]
+
+    def put() -> None:
+        store.evict(keys.pop())
+        keys.append(store.put(obj))
+
+    put_s = median(put, repeat, sync)
+    get_s = median(lambda: store.get(keys[-1]), repeat, sync)
+    store.evict(keys.pop())
+    return put_s, get_s
+
+
 def bench_library(
     label: str,
     obj: Any,
@@ -190,6 +207,10 @@ def bench_server(
                         ok = check(store.get(store.put(obj)))
                         put_s, get_s = time_store(store, obj, repeat, sync)
                     rows.append(Row(what, put_s, get_s, _ok(ok)))
+                    if shared:
+                        with Store(f"gpu-check-{label}-zmq-steady", c, cache_size=0) as store:
+                            put_s, get_s = time_store_steady(store, obj, repeat, sync)
+                        rows.append(Row(f"{what}, put after evict", put_s, get_s))
                 except Exception as e:
                     rows.append(Row(what, None, None, f"failed: {type(e).__name__}: {e}"))
         finally:
