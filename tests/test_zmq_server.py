@@ -451,6 +451,13 @@ def test_cli_start_status_stop(runtime: Path) -> None:
     assert "tcp://127.0.0.2:" in started.stdout
     again = cli("start", "--foreground")  # a second server on the node is refused
     assert again.returncode == 1 and "already running" in again.stderr
+    # the refused server left nothing in the node's shared memory (no area of its own)
+    from warpstore.server.direct import is_area
+    from warpstore.server.shm import job_segment_dirs
+
+    areas = [d.name for d in job_segment_dirs() if is_area(d)]
+    first_pid = server_infos(runtime)[0]["pid"]
+    assert areas == [f"node-a-zmq.small-{first_pid}"], areas
     c = ZMQConnector(timeout=10)
     c.put(b"q" * 2048)
     c.close()
@@ -461,5 +468,6 @@ def test_cli_start_status_stop(runtime: Path) -> None:
     stopped = cli("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert cli("status").returncode == 1
+    assert list(job_segment_dirs()) == []  # the stopped server took its directories along
     bad = cli("start", "--memory-limit", "lots")
     assert bad.returncode == 2 and "cannot read size" in bad.stderr

@@ -242,14 +242,20 @@ class ServerCore:
         if self.pool_limit > 0:
             shm.pool_directory(directory)
 
-    def close_shm(self) -> None:
-        """Remove every segment this server holds (at shutdown); mappings stay valid."""
-        if self.shm_dir is None:
-            return
+    def abandon_shm(self) -> None:
+        """Remove what this process made in the node's shared memory (its small-object
+        area) and nothing else: a server refused because another one already runs on the
+        node shares that server's segment directory and must leave it be."""
         if self.direct is not None:
             self.table.direct = None
             self.direct.remove()
             self.direct = None
+
+    def close_shm(self) -> None:
+        """Remove every segment this server holds (at shutdown); mappings stay valid."""
+        if self.shm_dir is None:
+            return
+        self.abandon_shm()
         for entry in self.table.entries.values():
             if entry.segment:
                 shm.remove_segment(self.shm_dir, entry.segment)

@@ -111,6 +111,7 @@ class RunningServer:
         with file_lock(self.directory / "server.json.lock"):
             running = find_server(self.directory)
             if running is not None and running.get("pid") != os.getpid():
+                self.server.core.abandon_shm()  # its area; the directory is the other's
                 self.server.close()
                 raise RuntimeError(
                     f"a {transport} server is already running on node {self.node}: "
