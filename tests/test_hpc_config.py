@@ -760,3 +760,15 @@ def test_site_queues_lists_the_table_and_short_walltimes_are_refused() -> None:
     )
     assert result.exit_code == 1
     assert "--walltime: 00:02:00 is shorter than site 'polaris' accepts (00:05:00)" in result.output
+
+
+def test_launch_refuses_a_node_count_below_one() -> None:
+    """As render does: one line naming the option, before anything starts."""
+    for bad in ("0", "-2"):
+        args = ["launch", "--site", "local", "--nodes", bad, "--", "true"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("warpstore: ") and line.endswith(
+            f"--nodes: must be at least 1, got {bad}"
+        )

@@ -341,6 +341,8 @@ def launch(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # errors (a site, a missing program, servers that fail) end as one line: cli_errors
+    if nodes is not None and nodes < 1:  # as render says it (siteconfig's nodes check)
+        raise SiteConfigError(f"--nodes: must be at least 1, got {nodes}")
     cfg = load_site(site_name or os.environ.get("WARPSTORE_SITE", "local"), overrides)
     sys.exit(do_launch(cfg, list(command), connector=connector, nodes=nodes))
 
