@@ -26,9 +26,10 @@ from warpstore.server.runtime import pid_alive
 
 pytestmark = pytest.mark.timeout(180)
 
-# Rank 1 (node sim1, not the launcher's) puts a 2 MiB object (a segment) and a
-# small one (its node's small-object area), records what its node holds, then
-# SIGKILLs its node's server: the server cannot check its node, nor report.
+# The rank on node VICTIM (argv[2]; not the launcher's) puts a 2 MiB object (a
+# segment) and a small one (its node's small-object area), records what its node
+# holds, then SIGKILLs its node's server: that server can neither check its node
+# nor report. (Also the workflow of the Slurm test in tests/test_schedulers.py.)
 WORKFLOW = """
 import json, os, signal, sys, time
 from pathlib import Path
@@ -36,20 +37,20 @@ import warpstore
 from warpstore.server import shm
 from warpstore.server.runtime import node_name, pid_alive
 
-out = Path(sys.argv[1])
-if node_name() == "sim1":
+out, victim = Path(sys.argv[1]), sys.argv[2]
+if node_name() == victim:
     store = warpstore.task_store()
     store.put(b"x" * (2 << 20))
     store.put(b"small")
     manifest = json.loads(Path(os.environ["WARPSTORE_MANIFEST"]).read_text())
-    (server,) = [s for s in manifest["servers"] if s["node"] == "sim1"]
-    held = [str(p) for p in shm.leftover_segments(manifest["job_id"], node="sim1")]
+    (server,) = [s for s in manifest["servers"] if s["node"] == victim]
+    held = [str(p) for p in shm.leftover_segments(manifest["job_id"], node=victim)]
     os.kill(server["pid"], signal.SIGKILL)
     while pid_alive(server["pid"]):
         time.sleep(0.02)
     out.write_text(json.dumps({"pid": os.getpid(), "server": server["pid"], "held": held}))
 else:
-    (out.parent / "rank0.pid").write_text(str(os.getpid()))
+    (out.parent / "other.pid").write_text(str(os.getpid()))
 """
 
 
@@ -76,7 +77,7 @@ def test_killed_server_on_another_node_is_swept_at_teardown(job: dict[str, Any])
 def _killed_server_run(job: dict[str, Any], script: Path, info: Path) -> None:
     proc = launch(
         job, "--site", "local", "--nodes", "2", "--",
-        "mpiexec", "-n", "2", sys.executable, str(script), str(info),
+        "mpiexec", "-n", "2", sys.executable, str(script), str(info), "sim1",
     )
     # the sweep never changes the job's result: the workflow's 0 stands
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -108,7 +109,7 @@ def _killed_server_run(job: dict[str, Any], script: Path, info: Path) -> None:
     results = [json.loads(p.read_text()) for p in (jd / "sweep").glob("*.json")]
     assert "sim1" in {r["node"] for r in results}
     pids = [s["pid"] for s in manifest["servers"]] + [r["pid"] for r in results]
-    pids += [wf["pid"], int((job["dir"] / "rank0.pid").read_text())]
+    pids += [wf["pid"], int((job["dir"] / "other.pid").read_text())]
     assert all_gone(pids), [p for p in pids if pid_alive(p)]
 
 
@@ -187,6 +188,10 @@ def test_a_hung_node_is_reported_unchecked_within_the_timeout(
     assert rep["sweep"]["unchecked"] == ["sim1"] and rep["sweep"]["timed_out"]
     assert "could not check for leftover shared memory" in _summary(rep, tmp_path)
     assert "sim1." in _summary(rep, tmp_path)
+    # a node the launcher checked itself (its own) is not reported unchecked
+    here = {"node": "sim1", "removed": [], "left": []}
+    rep = _collect_report(tmp_path, runtime, {"job_id": job_id, "servers": []}, 0, {}, here, swept)
+    assert rep["segments"]["sim1"] == {"removed": 0, "left": 0}
 
 
 def test_a_sweep_step_that_cannot_start_never_fails_the_teardown(tmp_path: Path) -> None:
