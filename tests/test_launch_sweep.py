@@ -205,5 +205,5 @@ def test_a_sweep_step_that_cannot_start_never_fails_the_teardown(tmp_path: Path)
     # a server that reported: nothing to sweep, nothing runs
     report_dir = runtime / "gone" / "nodes" / "n1" / "zmq"
     report_dir.mkdir(parents=True)
-    (report_dir / "report.json").write_text(json.dumps({"pid": 1}))
+    (report_dir / "report.json").write_text(json.dumps({"node": "n1", "pid": 1}))
     assert _sweep_killed(manifest, ["no-such-mpiexec"], {}, tmp_path, runtime) is None
