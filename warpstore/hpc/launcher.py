@@ -371,8 +371,9 @@ def _sweep_nodes(
     An epilog of our own: a killed server could not check its node, so the
     launcher runs :mod:`warpstore.hpc.sweep_rank` through the same launcher
     line as the servers (one rank per node: MPI launchers and ``srun`` cannot
-    aim at a chosen node portably, and a rank on a node that was checked finds
-    nothing and costs nothing more). Bounded: after ``timeout`` s the step is
+    aim at a chosen node portably; a rank on a node whose server did check it
+    costs a process start and finds at most what dead processes left since,
+    which is added to that node's figures). Bounded: after ``timeout`` s the step is
     ended, and a node that did not answer (hung, gone) is reported unchecked.
     It only runs when a server did not report, so a normal teardown costs
     nothing more.
