@@ -201,8 +201,9 @@ def _stop_servers(
     lease: Any,
     grace: float = 10.0,
     timeout: float = 10.0,
-) -> None:
-    """Stop every server of the manifest (elastic ones too).
+) -> list[dict[str, Any]]:
+    """Stop every server of the manifest (elastic ones too); return those that did
+    not answer SHUTDOWN (killed or hung on another host).
 
     First through the lease: the servers watch it and stop themselves, so the
     batch shell needs no access to their network (on Slingshot, cxi is not
@@ -222,9 +223,10 @@ def _stop_servers(
         if pending:
             time.sleep(0.05)
     if not pending:
-        return
+        return []
     token, _ = load_token(token_file=token_file)
     clients: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
     try:
         for server in pending:
             try:
@@ -240,9 +242,40 @@ def _stop_servers(
                     e,
                 )
                 _terminate_if_here(server)
+                failed.append(server)
     finally:
         for client in clients.values():
             client.close()
+    return failed
+
+
+def _wait_server_launch(
+    proc: subprocess.Popen[bytes],
+    manifest: dict[str, Any],
+    runtime_dir: Path,
+    gone: list[dict[str, Any]],
+    timeout: float = 30,
+) -> None:
+    """Wait for the server launch (``mpiexec``/``srun``) to end, then end it.
+
+    When a server was killed (``gone``), its peers may never finish exiting
+    (``srun`` keeps the step while MPI's finalization waits on the dead rank),
+    so once every other server has reported, the launch gets a few seconds,
+    not ``timeout``, before it is ended: the sweep step checks the nodes next.
+    """
+    if not gone:
+        _end_process(proc, timeout)
+        return
+    dead = {(s.get("node"), s.get("pid")) for s in gone}
+    others = [s for s in manifest.get("servers", []) if (s.get("node"), s.get("pid")) not in dead]
+    deadline = time.monotonic() + timeout
+    while (
+        proc.poll() is None
+        and time.monotonic() < deadline
+        and not all(_reported(s, runtime_dir) for s in others)
+    ):
+        time.sleep(0.05)
+    _end_process(proc, max(0.0, min(3.0, deadline - time.monotonic())))
 
 
 def _has_stopped(server: dict[str, Any], runtime_dir: Path) -> bool:
@@ -943,10 +976,17 @@ def launch(
             timings["workflow"] = time.monotonic() - t1
             t2 = time.monotonic()
             manifest = read_manifest(manifest_path)  # elastic servers may have joined
+            gone: list[dict[str, Any]] = []
             try:
-                _stop_servers(manifest, str(token_file), runtime_dir, lease)
+                failed = _stop_servers(manifest, str(token_file), runtime_dir, lease)
+                # killed: on this host gone without a report, elsewhere deaf to SHUTDOWN
+                gone = failed + [
+                    s
+                    for s in manifest.get("servers", [])
+                    if _gone_from_here(s) and not _reported(s, runtime_dir)
+                ]
             finally:
-                _end_process(servers, 30)
+                _wait_server_launch(servers, manifest, runtime_dir, gone)
                 lease.stop()
             swept = _sweep_killed(manifest, launch_argv, server_env, job_dir, runtime_dir)
             here = _sweep_this_node(manifest, runtime_dir)
