@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -207,3 +208,26 @@ def test_a_sweep_step_that_cannot_start_never_fails_the_teardown(tmp_path: Path)
     report_dir.mkdir(parents=True)
     (report_dir / "report.json").write_text(json.dumps({"node": "n1", "pid": 1}))
     assert _sweep_killed(manifest, ["no-such-mpiexec"], {}, tmp_path, runtime) is None
+
+
+def test_a_killed_server_does_not_hold_the_teardown_for_its_launch(tmp_path: Path) -> None:
+    """Under srun the surviving ranks may never exit (MPI's finalization waits on the
+    dead one): once every other server reported, the launch is ended in seconds."""
+    from warpstore.hpc.launcher import _wait_server_launch
+
+    runtime = tmp_path / "runtime"
+    report_dir = runtime / "job" / "nodes" / "n1" / "zmq"
+    report_dir.mkdir(parents=True)
+    (report_dir / "report.json").write_text(json.dumps({"node": "n1", "pid": 11}))
+    manifest = {"servers": [{"node": "n1", "pid": 11}, {"node": "n2", "pid": 22}]}
+    step = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
+    try:
+        t0 = time.monotonic()
+        _wait_server_launch(step, manifest, runtime, [{"node": "n2", "pid": 22}], timeout=60)
+        assert time.monotonic() - t0 < 30  # not the 60 s timeout: a short grace, then ended
+        assert step.poll() is not None
+    finally:
+        step.kill()
+        step.wait()

@@ -13,9 +13,12 @@ that cannot start exits 127 (not found) or 126 (not executable) like a shell,
 after the teardown and with a report; a stop signal (SIGTERM, SIGUSR1, SIGINT)
 at any point tears down what is up; if the launcher itself is killed, the
 servers notice through its lease (:mod:`warpstore.server.watchdog`) and stop
-themselves. Programs (the site's ``mpiexec``/``srun``, the workflow's) are
-looked for on PATH, then beside the running interpreter, and a missing one
-is a one-line error naming the site's launcher line and the fix.
+themselves; a server killed during the job cannot check its node for
+leftover shared memory, so a short sweep step through the same launcher line
+does (:func:`_sweep_nodes`, only then). Programs (the site's
+``mpiexec``/``srun``, the workflow's) are looked for on PATH, then beside the
+running interpreter, and a missing one is a one-line error naming the site's
+launcher line and the fix.
 """
 
 from __future__ import annotations
