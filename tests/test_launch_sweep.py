@@ -62,22 +62,24 @@ def _shm_of(job_id: str, node: str) -> list[Path]:
 
 
 def test_killed_server_on_another_node_is_swept_at_teardown(job: dict[str, Any]) -> None:
+    """(The transport only names the directories: see the node-filter test below.)"""
+    transport = "zmq"
     job["env"]["WARPSTORE_SIMULATE_NODES"] = "1"
     job["env"].pop("WARPSTORE_SHM_DIR", None)
     script = job["dir"] / "wf.py"
     script.write_text(WORKFLOW)
     info = job["dir"] / "sim1.json"
     try:
-        _killed_server_run(job, script, info)
+        _killed_server_run(job, script, info, transport)
     finally:  # a failed check must not leave the job's shared memory to the next test
         for manifest in job["dir"].glob("warpstore-*/manifest.json"):
             job_id = json.loads(manifest.read_text())["job_id"]
             shm.cleanup_job(job_id, root=manifest.parent / "runtime", everything=True)
 
 
-def _killed_server_run(job: dict[str, Any], script: Path, info: Path) -> None:
+def _killed_server_run(job: dict[str, Any], script: Path, info: Path, transport: str) -> None:
     proc = launch(
-        job, "--site", "local", "--nodes", "2", "--",
+        job, "--site", "local", "--nodes", "2", "--connector", transport, "--",
         "mpiexec", "-n", "2", sys.executable, str(script), str(info), "sim1",
     )
     # the sweep never changes the job's result: the workflow's 0 stands
@@ -231,3 +233,48 @@ def test_a_killed_server_does_not_hold_the_teardown_for_its_launch(tmp_path: Pat
     finally:
         step.kill()
         step.wait()
+
+
+def test_each_node_checks_only_its_own_directories_on_a_shared_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several nodes on one host (several slurmd, simulated nodes) share /dev/shm: each
+    node's check takes its own segment directories and areas, of every transport, and
+    node names with dashes are not confused (``nid-1`` is not ``nid``)."""
+    from warpstore.server import direct
+
+    job_id = f"nf-{os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.delenv("WARPSTORE_SHM_DIR", raising=False)
+    base = Path("/dev/shm") / f"warpstore-{os.getuid()}" / job_id
+    runtime = tmp_path / "runtime"
+    dead = f"s-999999-{'0' * 32}"
+    made = {}
+    try:
+        for node in ("nid", "nid-1", "x1000c0s0b0n0"):
+            for transport in ("zmq", "ucx", "margo"):
+                d = shm.ensure_private_dir(base / f"{node}-{transport}")
+                (d / dead).touch(mode=0o600)
+                made[(node, transport)] = d
+            # a runtime directory on a RAM file system keeps segments beside the server
+            d = shm.ensure_private_dir(runtime / job_id / "nodes" / node / "zmq" / "shm")
+            (d / dead).touch(mode=0o600)
+        # a killed server's small-object area beside nid-1's zmq directory
+        area = base / "nid-1-zmq.small-999999"
+        (area / "0").mkdir(parents=True)
+        (area / "0" / f"k-{'1' * 32}").write_bytes(b"x")
+        assert direct.is_area(area)
+        left = shm.leftover_segments(job_id, root=runtime, node="nid-1")
+        assert sorted(str(p.relative_to(tmp_path if runtime in p.parents else base))
+                      for p in left) == sorted(
+            ["nid-1-margo/" + dead, "nid-1-ucx/" + dead, "nid-1-zmq/" + dead,
+             f"nid-1-zmq.small-999999/0/k-{'1' * 32}",
+             f"runtime/{job_id}/nodes/nid-1/zmq/shm/{dead}"]
+        )  # fmt: skip
+        removed = shm.cleanup_job(job_id, root=runtime, node="nid-1")
+        assert sorted(removed) == sorted(left) and not area.exists()
+        assert shm.leftover_segments(job_id, root=runtime, node="nid-1") == []
+        # the other nodes' files are all still there
+        for node in ("nid", "x1000c0s0b0n0"):
+            assert len(shm.leftover_segments(job_id, root=runtime, node=node)) == 4
+    finally:
+        shm.cleanup_job(job_id, root=runtime, everything=True)

@@ -874,6 +874,7 @@ def launch(
     )
     if ucx_env:  # the servers and every task use the site's UCX settings
         child_env.update({str(k): str(v) for k, v in ucx_env.items()})
+    plain_preload = child_env.get("LD_PRELOAD")  # what the sweep step gets (it needs no UCX)
     if kind == "ucx":
         from warpstore.server.ucx_env import HOST_MEMORY_DEFAULTS, wheel_ucx_preload
 
@@ -991,7 +992,11 @@ def launch(
             finally:
                 _wait_server_launch(servers, manifest, runtime_dir, gone)
                 lease.stop()
-            swept = _sweep_killed(manifest, launch_argv, server_env, job_dir, runtime_dir)
+            # without the UCX wheel's preload: loading it cost every process seconds
+            sweep_env = {k: v for k, v in server_env.items() if k != "LD_PRELOAD"}
+            if plain_preload:
+                sweep_env["LD_PRELOAD"] = plain_preload
+            swept = _sweep_killed(manifest, launch_argv, sweep_env, job_dir, runtime_dir)
             here = _sweep_this_node(manifest, runtime_dir)
             timings["teardown"] = time.monotonic() - t2
             if swept is not None:
