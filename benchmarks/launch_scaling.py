@@ -15,7 +15,9 @@ reports medians of:
 - allgather: rank 0's time in the allgather of (host, address, port), the
   exchange itself, which should grow like log(nodes) (it waits for the slowest
   rank's bind, so on an oversubscribed machine it also shows CPU contention);
-- teardown: authenticated SHUTDOWN of every server until mpiexec has exited;
+- teardown: authenticated SHUTDOWN of every server until mpiexec has exited
+  (every server reports here, so no sweep step runs: that step is only for
+  the nodes of killed servers);
 - floor: ``mpiexec -n N python -c 'from mpi4py import MPI'`` alone, the part
   no launcher can avoid.
 """
@@ -51,6 +53,8 @@ def one_launch(ranks: int) -> dict[str, float]:
         report = json.loads((job_dir / "report.json").read_text())
         manifest = json.loads((job_dir / "manifest.json").read_text())
         assert len(manifest["servers"]) == ranks, manifest
+        # every server reported, so the teardown ran no sweep step (it costs nothing here)
+        assert "sweep" not in report and "sweep" not in report["timings_s"], report
         return {
             "launch_to_ready": float(stamp.read_text()) - t0,
             "ready": report["timings_s"]["ready"],

@@ -335,6 +335,54 @@ def test_slurm_two_node_job_with_sbatch_wait(sjob: dict[str, Any], connector: st
     assert "COMPLETED" in final.stdout and "exit 0" in final.stdout
 
 
+def test_slurm_killed_server_node_is_swept_by_this_jobs_teardown(sjob: dict[str, Any]) -> None:
+    """The server on n2 (not the launcher's node, though on the same host: /dev/shm is
+    shared, so only the node names keep them apart) is SIGKILLed after a 2 MiB put: the
+    launcher's sweep step (`srun --overlap`, one task per node) removes its segment and
+    small-object area in this job, and the report says so for n2."""
+    from tests.test_launch_sweep import WORKFLOW
+    from warpstore.server import shm
+    from warpstore.server.runtime import pid_alive
+
+    env, work = sjob["env"], sjob["dir"]
+    (work / "wf.py").write_text(WORKFLOW)
+    proc = cli(
+        "render", "--site", "generic-slurm", "--nodes", "2", "--walltime", "00:05:00",
+        "-o", "job.sh", "--", "srun", "--overlap", "--mpi=pmi2", "--ntasks-per-node=1", "-n",
+        "2", "python", str(work / "wf.py"), str(work / "n2.json"), "n2", env=env, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sub = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "job.sh"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+    job_id = sub.stdout.strip().split(";")[0]
+    jd = work / f"warpstore-{job_id}"
+    try:
+        output = (work / f"warpstore-{job_id}.out").read_text()
+        assert sub.returncode == 0, sub.stderr + output
+        held = json.loads((work / "n2.json").read_text())["held"]
+        assert any(Path(p).name.startswith("s-") for p in held), held
+        assert shm.leftover_segments(job_id, root=jd / "runtime", node="n2") == []
+        base = Path("/dev/shm") / f"warpstore-{os.getuid()}" / job_id
+        assert not (base.is_dir() and list(base.glob("n2-*")))  # segments nor area
+        report = json.loads((jd / "report.json").read_text())
+        assert report["exit_code"] == 0
+        assert "n2" in report["sweep"]["unreported"] and report["sweep"]["unchecked"] == []
+        assert report["segments"]["n2"]["removed"] >= 2, report["segments"]
+        assert "left on node n2" in output
+        results = [json.loads(p.read_text()) for p in (jd / "sweep").glob("*.json")]
+        assert sorted(r["node"] for r in results) == ["n1", "n2"]
+        pids = [r["pid"] for r in results] + [s["pid"] for s in json.loads(
+            (jd / "manifest.json").read_text())["servers"]]
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if pid_alive(p)]
+    finally:
+        shm.cleanup_job(job_id, root=jd / "runtime", everything=True)
+
+
 def test_slurm_step_gets_every_rank_it_asks_for(sjob: dict[str, Any]) -> None:
     """No --ntasks-per-node in the header to cap later steps, and whole nodes (--exclusive)
     so a step may use every CPU: an mpi4py app with 2 ranks on each of 2 nodes gets 4."""

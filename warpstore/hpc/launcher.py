@@ -13,9 +13,12 @@ that cannot start exits 127 (not found) or 126 (not executable) like a shell,
 after the teardown and with a report; a stop signal (SIGTERM, SIGUSR1, SIGINT)
 at any point tears down what is up; if the launcher itself is killed, the
 servers notice through its lease (:mod:`warpstore.server.watchdog`) and stop
-themselves. Programs (the site's ``mpiexec``/``srun``, the workflow's) are
-looked for on PATH, then beside the running interpreter, and a missing one
-is a one-line error naming the site's launcher line and the fix.
+themselves; a server killed during the job cannot check its node for
+leftover shared memory, so a short sweep step through the same launcher line
+does (:func:`_sweep_nodes`, only then). Programs (the site's
+``mpiexec``/``srun``, the workflow's) are looked for on PATH, then beside the
+running interpreter, and a missing one is a one-line error naming the site's
+launcher line and the fix.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ logger = logging.getLogger("warpstore.launch")
 # The scheduler's early walltime warning (Slurm `--signal=B:TERM@120`, or USR1 where
 # a site prefers it) and Ctrl-C: each ends the workflow and tears down in order.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+# The teardown's sweep step (only after a server was killed) gets this long, in
+# seconds, before a node that has not answered is reported unchecked;
+# $WARPSTORE_SWEEP_TIMEOUT overrides it.
+SWEEP_TIMEOUT = 30.0
 
 
 class LaunchError(UserError, RuntimeError):
@@ -196,8 +204,9 @@ def _stop_servers(
     lease: Any,
     grace: float = 10.0,
     timeout: float = 10.0,
-) -> None:
-    """Stop every server of the manifest (elastic ones too).
+) -> list[dict[str, Any]]:
+    """Stop every server of the manifest (elastic ones too); return those that did
+    not answer SHUTDOWN (killed or hung on another host).
 
     First through the lease: the servers watch it and stop themselves, so the
     batch shell needs no access to their network (on Slingshot, cxi is not
@@ -217,9 +226,10 @@ def _stop_servers(
         if pending:
             time.sleep(0.05)
     if not pending:
-        return
+        return []
     token, _ = load_token(token_file=token_file)
     clients: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
     try:
         for server in pending:
             try:
@@ -235,15 +245,49 @@ def _stop_servers(
                     e,
                 )
                 _terminate_if_here(server)
+                failed.append(server)
     finally:
         for client in clients.values():
             client.close()
+    return failed
+
+
+def _wait_server_launch(
+    proc: subprocess.Popen[bytes],
+    manifest: dict[str, Any],
+    runtime_dir: Path,
+    gone: list[dict[str, Any]],
+    timeout: float = 30,
+) -> None:
+    """Wait for the server launch (``mpiexec``/``srun``) to end, then end it.
+
+    When a server was killed (``gone``), its peers may never finish exiting
+    (``srun`` keeps the step while MPI's finalization waits on the dead rank),
+    so once every other server has reported, the launch gets a few seconds,
+    not ``timeout``, before it is ended: the sweep step checks the nodes next.
+    """
+    if not gone:
+        _end_process(proc, timeout)
+        return
+    dead = {(s.get("node"), s.get("pid")) for s in gone}
+    others = [s for s in manifest.get("servers", []) if (s.get("node"), s.get("pid")) not in dead]
+    deadline = time.monotonic() + timeout
+    while (
+        proc.poll() is None
+        and time.monotonic() < deadline
+        and not all(_reported(s, runtime_dir) for s in others)
+    ):
+        time.sleep(0.05)
+    _end_process(proc, max(0.0, min(3.0, deadline - time.monotonic())))
 
 
 def _has_stopped(server: dict[str, Any], runtime_dir: Path) -> bool:
     """The server wrote its final report, or (on this host) its process has exited."""
-    if _gone_from_here(server):
-        return True
+    return _gone_from_here(server) or _reported(server, runtime_dir)
+
+
+def _reported(server: dict[str, Any], runtime_dir: Path) -> bool:
+    """The server wrote its final report (and with it checked its node's segments)."""
     for path in runtime_dir.glob(f"*/nodes/{server.get('node')}/*/report.json"):
         if (read_json(path) or {}).get("pid") == server.get("pid"):
             return True
@@ -280,7 +324,8 @@ def _terminate_if_here(server: dict[str, Any]) -> None:
         pass
 
 
-def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _end_process(proc: subprocess.Popen[bytes], timeout: float, grace: float = 10) -> None:
+    """Wait ``timeout`` s for ``proc``, then SIGTERM its group, then SIGKILL (``grace`` s each)."""
     try:
         proc.wait(timeout)
         return
@@ -292,7 +337,7 @@ def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
         except ProcessLookupError:
             return
         try:
-            proc.wait(10)
+            proc.wait(grace)
             return
         except subprocess.TimeoutExpired:
             continue
@@ -301,20 +346,20 @@ def _end_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 def _sweep_this_node(manifest: dict[str, Any], runtime_dir: Path) -> dict[str, Any]:
     """The teardown check of the launcher's own node, after every server stopped.
 
-    Each server checks its node when it stops (its report's ``segments``); a
-    server that was killed cannot, so on this node the launcher removes
-    what the job's dead processes left (a killed server's segments too).
-    Servers of other nodes that were killed leave theirs to the node's next
-    server start (each server sweeps its directory then) or the node's
-    clean-up after the allocation.
+    Each server checks its node when it stops (its report's ``segments``); the
+    nodes whose server was killed are checked by the sweep step
+    (:func:`_sweep_nodes`). This last check, after both, removes what the
+    job's dead processes left on the launcher's node since, and lists what
+    live ones still hold.
     """
     from warpstore.server.runtime import node_name
     from warpstore.server.shm import cleanup_job, leftover_segments
 
     job = manifest.get("job_id")
+    node = node_name()
     try:
-        removed = cleanup_job(job, root=runtime_dir)
-        left = leftover_segments(job, root=runtime_dir)
+        removed = cleanup_job(job, root=runtime_dir, node=node)
+        left = leftover_segments(job, root=runtime_dir, node=node)
     except OSError as e:
         logger.warning("could not check this node's shared-memory segments: %s", e)
         return {}
@@ -332,18 +377,145 @@ def _sweep_this_node(manifest: dict[str, Any], runtime_dir: Path) -> dict[str, A
     }
 
 
+def _unreported_nodes(manifest: dict[str, Any], runtime_dir: Path) -> list[str]:
+    """The nodes of servers that wrote no final report (killed: their node is unchecked).
+
+    One pass over the reports (the teardown reads them all anyway), so a normal
+    teardown pays nothing per server for this check.
+    """
+    reported = set()
+    for path in runtime_dir.glob("*/nodes/*/*/report.json"):
+        data = read_json(path) or {}
+        reported.add((str(data.get("node")), data.get("pid")))
+    servers = manifest.get("servers", [])
+    return sorted(
+        {str(s.get("node")) for s in servers if (str(s.get("node")), s.get("pid")) not in reported}
+    )
+
+
+def _sweep_nodes(
+    launch_argv: Sequence[str],
+    env: dict[str, str],
+    job_dir: Path,
+    job_id: str,
+    runtime_dir: Path,
+    unreported: Sequence[str],
+    timeout: float,
+) -> dict[str, Any]:
+    """The teardown's sweep step: check every node where a server was killed.
+
+    An epilog of our own: a killed server could not check its node, so the
+    launcher runs :mod:`warpstore.hpc.sweep_rank` through the same launcher
+    line as the servers (one rank per node: MPI launchers and ``srun`` cannot
+    aim at a chosen node portably; a rank on a node whose server did check it
+    costs a process start and finds at most what dead processes left since,
+    which is added to that node's figures). Bounded: after ``timeout`` s the step is
+    ended, and a node that did not answer (hung, gone) is reported unchecked.
+    It only runs when a server did not report, so a normal teardown costs
+    nothing more.
+    """
+    out = job_dir / "sweep"
+    shutil.rmtree(out, ignore_errors=True)  # an earlier launch's results
+    out.mkdir(mode=0o700)
+    cmd = [
+        *launch_argv,
+        sys.executable,
+        "-m",
+        "warpstore.hpc.sweep_rank",
+        "--job",
+        job_id,
+        "--runtime-dir",
+        str(runtime_dir),
+        "--out",
+        str(out),
+    ]
+    logger.warning(
+        "%s did not report (killed?): checking %s for leftover shared memory",
+        plural(len(unreported), "server"),
+        ("node " if len(unreported) == 1 else "nodes ") + ", ".join(unreported),
+    )
+    t0 = time.monotonic()
+    timed_out = False
+    log_path = job_dir / "sweep.log"
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _end_process(proc, 0, grace=2)
+    except OSError as e:
+        logger.warning("could not run the teardown's sweep step `%s`: %s", shlex.join(cmd), e)
+    checked: dict[str, dict[str, list[str]]] = {}
+    errors: dict[str, str] = {}
+    for path in sorted(out.glob("*.json")):
+        data = read_json(path) or {}
+        node = str(data.get("node"))
+        if data.get("error"):
+            errors[node] = str(data["error"])
+            continue
+        entry = checked.setdefault(node, {"removed": [], "left": []})
+        entry["removed"] += [str(p) for p in data.get("removed", [])]
+        entry["left"] = sorted(set(entry["left"]) | {str(p) for p in data.get("left", [])})
+    for node, entry in sorted(checked.items()):
+        if entry["removed"]:
+            logger.warning(
+                "teardown removed %s left on node %s: %s",
+                plural(len(entry["removed"]), "shared-memory segment"),
+                node,
+                ", ".join(Path(p).name for p in entry["removed"]),
+            )
+    unchecked = [n for n in unreported if n not in checked]
+    if unchecked:
+        why = f"no answer within {timeout:.0f} s" if timed_out else "no result"
+        logger.warning(
+            "could not check node %s for leftover shared memory (%s; see %s)",
+            ", ".join(unchecked),
+            "; ".join([why, *(f"{n}: {errors[n]}" for n in unchecked if n in errors)]),
+            log_path,
+        )
+    return {
+        "unreported": list(unreported),
+        "checked": checked,
+        "unchecked": unchecked,
+        "errors": errors,
+        "timed_out": timed_out,
+        "seconds": round(time.monotonic() - t0, 4),
+    }
+
+
 def _segment_check(
-    nodes: list[dict[str, Any]], reports: list[dict[str, Any]], here: dict[str, Any]
-) -> dict[str, dict[str, int]]:
-    """Per node: segments removed at teardown and segments still there (a live holder)."""
-    out: dict[str, dict[str, int]] = {}
+    nodes: list[dict[str, Any]],
+    reports: list[dict[str, Any]],
+    here: dict[str, Any],
+    swept: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per node: segments removed at teardown and segments still there (a live holder);
+    ``unchecked`` where a killed server's node could not be checked."""
+    out: dict[str, dict[str, Any]] = {}
     for node, data in zip(nodes, reports, strict=True):
         seg = data.get("segments") or {}
         entry = out.setdefault(str(node["node"]), {"removed": 0, "left": 0})
         entry["removed"] += len(seg.get("removed", []))
         entry["left"] = max(entry["left"], len(seg.get("left", [])))
+    if swept:
+        for name, found in swept["checked"].items():
+            entry = out.setdefault(name, {"removed": 0, "left": 0})
+            entry["removed"] += len(found["removed"])
+            entry["left"] = len(found["left"])  # checked after every server stopped
+        for name in swept["unchecked"]:
+            out.setdefault(name, {"removed": 0, "left": 0})["unchecked"] = True
     if here:
         entry = out.setdefault(str(here["node"]), {"removed": 0, "left": 0})
+        entry.pop("unchecked", None)  # the launcher's own check covered it
         entry["removed"] += len(here["removed"])
         entry["left"] = len(here["left"])  # checked last, after every server stopped
     return out
@@ -356,6 +528,7 @@ def _collect_report(
     rc: int,
     timings: dict[str, float],
     here: dict[str, Any] | None = None,
+    swept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     nodes = []
     reports = []
@@ -393,8 +566,10 @@ def _collect_report(
         "servers_expected": len(manifest.get("servers", [])),
         "servers_reported": len(nodes),
         # the teardown's shared-memory check, per node (see _sweep_this_node)
-        "segments": _segment_check(nodes, reports, here or {}),
+        "segments": _segment_check(nodes, reports, here or {}, swept),
     }
+    if swept is not None:  # only when a server did not report (see _sweep_nodes)
+        report["sweep"] = {k: v for k, v in swept.items() if k != "checked"}
     write_json_atomic(job_dir / "report.json", report)
     return report
 
@@ -429,6 +604,12 @@ def _summary(report: dict[str, Any], job_dir: Path) -> str:
             text += f" Teardown {what} shared-memory segments: " + ", ".join(
                 f"{node} {n}" for node, n in sorted(counts.items())
             ) + "."
+    unchecked = sorted(node for node, c in segments.items() if c.get("unchecked"))
+    if unchecked:
+        text += (
+            " Teardown could not check for leftover shared memory (server killed, node did not "
+            f"answer): {', '.join(unchecked)}."
+        )
     return text + f" Manifest and report: {job_dir}."
 
 
@@ -693,6 +874,7 @@ def launch(
     )
     if ucx_env:  # the servers and every task use the site's UCX settings
         child_env.update({str(k): str(v) for k, v in ucx_env.items()})
+    plain_preload = child_env.get("LD_PRELOAD")  # what the sweep step gets (it needs no UCX)
     if kind == "ucx":
         from warpstore.server.ucx_env import HOST_MEMORY_DEFAULTS, wheel_ucx_preload
 
@@ -798,14 +980,28 @@ def launch(
             timings["workflow"] = time.monotonic() - t1
             t2 = time.monotonic()
             manifest = read_manifest(manifest_path)  # elastic servers may have joined
+            gone: list[dict[str, Any]] = []
             try:
-                _stop_servers(manifest, str(token_file), runtime_dir, lease)
+                failed = _stop_servers(manifest, str(token_file), runtime_dir, lease)
+                # killed: on this host gone without a report, elsewhere deaf to SHUTDOWN
+                gone = failed + [
+                    s
+                    for s in manifest.get("servers", [])
+                    if _gone_from_here(s) and not _reported(s, runtime_dir)
+                ]
             finally:
-                _end_process(servers, 30)
+                _wait_server_launch(servers, manifest, runtime_dir, gone)
                 lease.stop()
+            # without the UCX wheel's preload: loading it cost every process seconds
+            sweep_env = {k: v for k, v in server_env.items() if k != "LD_PRELOAD"}
+            if plain_preload:
+                sweep_env["LD_PRELOAD"] = plain_preload
+            swept = _sweep_killed(manifest, launch_argv, sweep_env, job_dir, runtime_dir)
             here = _sweep_this_node(manifest, runtime_dir)
             timings["teardown"] = time.monotonic() - t2
-            report = _collect_report(job_dir, runtime_dir, manifest, rc, timings, here)
+            if swept is not None:
+                timings["sweep"] = swept["seconds"]
+            report = _collect_report(job_dir, runtime_dir, manifest, rc, timings, here, swept)
             if failure is not None:
                 report["error"] = f"{type(failure).__name__}: {failure}"
                 write_json_atomic(job_dir / "report.json", report)
@@ -814,6 +1010,35 @@ def launch(
     if failure is not None:
         raise failure
     return rc
+
+
+def _sweep_killed(
+    manifest: dict[str, Any],
+    launch_argv: Sequence[str],
+    env: dict[str, str],
+    job_dir: Path,
+    runtime_dir: Path,
+) -> dict[str, Any] | None:
+    """Run the sweep step if some server did not report; never fails the job."""
+    unreported: list[str] = []
+    try:
+        unreported = _unreported_nodes(manifest, runtime_dir)
+        if not unreported:
+            return None
+        timeout = float(os.environ.get("WARPSTORE_SWEEP_TIMEOUT") or SWEEP_TIMEOUT)
+        job = str(manifest.get("job_id"))
+        return _sweep_nodes(launch_argv, env, job_dir, job, runtime_dir, unreported, timeout)
+    except Exception as e:  # the job's result stands; the report says what was not checked
+        logger.warning("the teardown's sweep step failed: %s: %s", type(e).__name__, e)
+        return {
+            "unreported": unreported,
+            "checked": {},
+            "unchecked": unreported,
+            "errors": {},
+            "timed_out": False,
+            "seconds": 0.0,
+            "error": f"{type(e).__name__}: {e}",
+        }
 
 
 def _start_servers(

@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if server is not None:
         server.serve()
         # The server removed its own segments; a client that died mid-put leaves one
-        # (named after its pid): sweep this job's segments of dead processes here.
+        # (named after its pid): sweep this job's segments of dead processes here, on
+        # this node only (another node on this host, whose server was killed, is the
+        # teardown's sweep step's to check and report).
         from warpstore.server.shm import cleanup_job
 
-        cleanup_job(root=os.environ.get("WARPSTORE_RUNTIME_DIR"))
+        cleanup_job(root=os.environ.get("WARPSTORE_RUNTIME_DIR"), node=name)
     return 0
 
 

@@ -179,9 +179,10 @@ class RunningServer:
         from warpstore.server.shm import cleanup_job, leftover_segments
 
         try:
-            # other servers of the job on this node may still run: leave directories be
-            removed = cleanup_job(root=self.runtime_dir, remove_dirs=False)
-            left = leftover_segments(root=self.runtime_dir)
+            # other servers of the job on this node may still run: leave directories be;
+            # other nodes on this host (several slurmd, simulated nodes) check their own
+            removed = cleanup_job(root=self.runtime_dir, remove_dirs=False, node=self.node)
+            left = leftover_segments(root=self.runtime_dir, node=self.node)
         except OSError as e:  # a report without the check beats no report
             logger.warning("could not check this node's segments: %s", e)
             return {"removed": [], "left": []}

@@ -462,10 +462,23 @@ def sweep(directory: Path, alive: Callable[[int], bool] | None = None) -> list[s
     return removed
 
 
+def _dir_node(name: str) -> str:
+    """The node of a ``<node>-<transport>`` segment directory (or of its ``.small-<pid>`` area)."""
+    m = re.match(r"^(.+)\.small-[0-9]{1,10}$", name)
+    return (m.group(1) if m else name).rsplit("-", 1)[0]
+
+
 def job_segment_dirs(
-    job: str | None = None, root: str | os.PathLike[str] | None = None
+    job: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    node: str | None = None,
 ) -> Iterator[Path]:
-    """Every directory that may hold this job's segments on this node."""
+    """Every directory that may hold this job's segments on this node.
+
+    With ``node``, only that node's: several nodes of a job may share one host
+    (Slurm's several slurmd per host, the tests' simulated nodes), and each
+    node's check must report only its own leftovers.
+    """
     from warpstore.server.runtime import job_id, runtime_root
 
     job = (job or job_id()).replace("/", "_")
@@ -474,10 +487,17 @@ def job_segment_dirs(
     bases.append(Path("/dev/shm") / f"warpstore-{os.getuid()}" / job)
     for base in bases:
         if base.is_dir():
-            yield from (p for p in base.iterdir() if p.is_dir() and not p.is_symlink())
+            yield from (
+                p
+                for p in base.iterdir()
+                if p.is_dir()
+                and not p.is_symlink()
+                and (node is None or _dir_node(p.name) == node)
+            )
     nodes = (Path(root) if root else runtime_root()) / job / "nodes"  # looked at, not made
     if nodes.is_dir():
-        yield from (p for p in nodes.glob("*/*/shm") if p.is_dir())
+        found = nodes.glob("*/*/shm") if node is None else (nodes / node).glob("*/shm")
+        yield from (p for p in found if p.is_dir())
 
 
 def _segment_files(directory: Path) -> list[Path]:
@@ -490,12 +510,15 @@ def _segment_files(directory: Path) -> list[Path]:
 
 
 def leftover_segments(
-    job: str | None = None, root: str | os.PathLike[str] | None = None
+    job: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    node: str | None = None,
 ) -> list[Path]:
-    """This job's segments still on this node (what a teardown check reports)."""
+    """This job's segments still on this node (what a teardown check reports);
+    with ``node``, only that node's (see :func:`job_segment_dirs`)."""
     from warpstore.server import direct  # small objects beside the segments
 
-    dirs = [d for d in job_segment_dirs(job, root) if not direct.is_area(d)]
+    dirs = [d for d in job_segment_dirs(job, root, node) if not direct.is_area(d)]
     return sorted(
         [p for d in dirs for p in _segment_files(d)]
         + [f for d in dirs for f in direct.leftover_files(d)]
@@ -508,6 +531,7 @@ def cleanup_job(
     *,
     everything: bool = False,
     remove_dirs: bool = True,
+    node: str | None = None,
 ) -> list[Path]:
     """Teardown: remove this job's segments on this node; return what was removed.
 
@@ -516,14 +540,15 @@ def cleanup_job(
     segment directories are removed too (also the job's directory under
     ``/dev/shm/warpstore-<uid>`` once empty) unless ``remove_dirs=False``:
     a server that stops while others of the job on its node still run must
-    not remove their (momentarily empty) directories.
+    not remove their (momentarily empty) directories. With ``node``, only
+    that node's directories (see :func:`job_segment_dirs`).
     """
     from warpstore.server import direct  # small objects beside the segments
     from warpstore.server.runtime import job_id
 
     job = (job or job_id()).replace("/", "_")
     removed: list[Path] = []
-    for directory in list(job_segment_dirs(job, root)):
+    for directory in list(job_segment_dirs(job, root, node)):
         if direct.is_area(directory):
             continue  # swept with its segment directory
         removed.extend(direct.sweep_areas(directory, everything=everything))
