@@ -731,3 +731,107 @@ def test_device_array_goes_from_the_device_straight_into_a_segment(
         c.close()
     finally:
         _gpu.unregister_kind(HostCudaKind.name)
+
+
+# -- spares: a segment made ahead of the next same-node put (server/spare.py) ------------
+
+
+def _spare_core(directory: Path, memory_limit: int | None = None) -> Any:
+    from warpstore.server.core import ServerCore
+
+    core = ServerCore("addr", "node-a", memory_limit=memory_limit)
+    core.enable_shm(directory, secrets.token_bytes(32))
+    return core
+
+
+def _put_shm(core: Any, directory: Path, key: bytes, nbytes: int) -> int:
+    name = shm.write_segment(directory, [b"x" * nbytes])
+    blob = b"\x00".join([key, name.encode(), str(nbytes).encode()])
+    return int(core.handle(Op.PUT_SHM, blob, None, 0).status)
+
+
+def test_a_put_leaves_a_spare_of_its_size_whose_pages_exist(tmp_path: Path) -> None:
+    directory = shm.ensure_private_dir(tmp_path / "seg")
+    core = _spare_core(directory)
+    size = 2 << 20
+    assert _put_shm(core, directory, b"k1", size) == 0
+    core.spares.wait()
+    pooled = _segments(directory / shm.POOL)
+    assert len(pooled) == 1 and pooled[0].startswith(f"p-{os.getpid()}-")
+    st = os.stat(directory / shm.POOL / pooled[0])
+    assert st.st_size == size and st.st_mode & 0o777 == 0o600
+    assert st.st_blocks * 512 >= size  # allocated now, not page by page by the next writer
+    assert core.status()["shm_spares"] == 1
+    # the next writer of that size claims it and writes its own bytes into it
+    name = shm.write_segment(directory, [b"y" * size])
+    assert _segments(directory / shm.POOL) == []
+    assert (directory / name).read_bytes() == b"y" * size
+    blob = b"\x00".join([b"k2", name.encode(), str(size).encode()])
+    assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+    core.spares.wait()  # and a new spare follows
+    assert len(_segments(directory / shm.POOL)) == 1
+    core.close_shm()  # spares go at shutdown like every pooled segment
+    assert not directory.exists()
+
+
+def test_no_spare_for_small_puts_cache_fills_or_when_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = shm.ensure_private_dir(tmp_path / "seg")
+    core = _spare_core(directory)
+    assert _put_shm(core, directory, b"small", 500_000) == 0  # below SPARE_MIN
+    copy, _ = shm.create_segment(directory, 2 << 20)
+    blob = b"\x00".join([b"cache-1", copy.encode(), str(2 << 20).encode(), b"cache"])
+    assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0  # another node's object
+    core.spares.wait()
+    assert _segments(directory / shm.POOL) == [] and core.status()["shm_spares"] == 0
+    core.close_shm()
+    monkeypatch.setenv("WARPSTORE_SHM_SPARE", "0")
+    directory = shm.ensure_private_dir(tmp_path / "off")
+    core = _spare_core(directory)
+    assert core.spares is None
+    assert _put_shm(core, directory, b"big", 2 << 20) == 0
+    assert _segments(directory / shm.POOL) == []
+    core.close_shm()
+
+
+def test_a_spare_never_costs_an_object_its_room(tmp_path: Path) -> None:
+    size = 2 << 20
+    directory = shm.ensure_private_dir(tmp_path / "seg")
+    core = _spare_core(directory, memory_limit=3 * size)
+    assert _put_shm(core, directory, b"k1", size) == 0
+    core.spares.wait()
+    assert len(_segments(directory / shm.POOL)) == 1  # 1 held + 1 spare: within 3
+    assert _put_shm(core, directory, b"k2", size) == 0  # claims the spare
+    core.spares.wait()
+    assert len(_segments(directory / shm.POOL)) == 1  # 2 held + 1 spare
+    # a third object fills the limit: the spare gives way (after landing, if still
+    # being made), never the put; no spare follows, there is no room for one
+    name = shm.write_segment(directory, [b"z" * size])  # (claims the spare's pages)
+    blob = b"\x00".join([b"k3", name.encode(), str(size).encode()])
+    assert core.handle(Op.PUT_SHM, blob, None, 0).status == 0
+    core.spares.wait()
+    assert _segments(directory / shm.POOL) == []
+    assert _put_shm(core, directory, b"k4", 1 << 20) != 0  # full: held objects count
+    assert set(core.table.entries) >= {b"k1", b"k2", b"k3"}
+    core.close_shm()
+
+
+def test_puts_that_keep_their_objects_write_into_spares(runtime: Path, transport: str) -> None:
+    c = _connect(transport)
+    with Store(f"sp-{transport}", c, cache_size=0) as store:
+        arrays = [np.full(1 << 20, i, dtype=np.float32) for i in range(4)]  # 4 MiB each
+        keys = []
+        for a in arrays:  # nothing evicted: without spares each put fills new pages
+            keys.append(store.put(a))
+            deadline = time.monotonic() + 10
+            shm_dir = Path(c.local_server()["shm_dir"])
+            while not _segments(shm_dir / shm.POOL) and time.monotonic() < deadline:
+                time.sleep(0.01)  # the server makes the next put's spare while we wait
+        assert c.server_status()["shm_spares"] == 4  # three were claimed, one waits
+        assert len(_segments(shm_dir / shm.POOL)) == 1
+        for key, a in zip(keys, arrays, strict=True):
+            np.testing.assert_array_equal(store.get(key), a)
+    c.stop_server()
+    c.close()
+    assert not shm_dir.exists()

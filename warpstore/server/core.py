@@ -57,6 +57,7 @@ from warpstore.server.direct import (
     sweep_areas,
 )
 from warpstore.server.protocol import Op, Status
+from warpstore.server.spare import SPARE_MIN, SpareMaker
 from warpstore.units import format_size, parse_size
 
 logger = logging.getLogger("warpstore.server")
@@ -210,11 +211,12 @@ class ServerCore:
     pool_files: int = 8
     pool_ttl: float = 30.0
     recycled: int = 0  # segments recycled into the pool
+    spares: SpareMaker | None = None  # pooled segments made ahead of puts (server/spare.py)
     _making_room: bool = False
 
     def __post_init__(self) -> None:
         self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
-        self.table.held_elsewhere = lambda: sum(size for size, _ in self.pool.values())
+        self.table.held_elsewhere = self._held_in_pool
 
     def enable_shm(self, directory: Path, token: bytes) -> None:
         """Keep objects for same-node clients in segments under ``directory``.
@@ -241,6 +243,8 @@ class ServerCore:
         self.pool_limit = parse_size(os.environ.get("WARPSTORE_SHM_POOL", "512MiB"))
         if self.pool_limit > 0:
             shm.pool_directory(directory)
+            if os.environ.get("WARPSTORE_SHM_SPARE", "1") != "0":
+                self.spares = SpareMaker(directory)
 
     def abandon_shm(self) -> None:
         """Remove what this process made in the node's shared memory (its small-object
@@ -255,6 +259,9 @@ class ServerCore:
         """Remove every segment this server holds (at shutdown); mappings stay valid."""
         if self.shm_dir is None:
             return
+        if self.spares is not None:
+            self.spares.close()
+            self.spares = None
         self.abandon_shm()
         for entry in self.table.entries.values():
             if entry.segment:
@@ -297,9 +304,33 @@ class ServerCore:
             return False
         return True
 
+    def _held_in_pool(self) -> int:
+        """What the memory limit counts besides objects: the pool and spares being made."""
+        spares = self.spares.pending() if self.spares is not None else 0
+        return sum(size for size, _ in self.pool.values()) + spares
+
+    def _take_spares(self) -> None:
+        """Move finished spares into the pool's accounting (they are in its directory)."""
+        if self.spares is not None:
+            for name, nbytes in self.spares.take():
+                self.pool[name] = (nbytes, time.monotonic())
+
+    def _make_spare(self, nbytes: int) -> None:
+        """After a same-node put of ``nbytes``: have a segment of that size ready for the
+        next one, unless the pool holds one that fits (within 2x) or there is no room."""
+        if self.spares is None or nbytes < SPARE_MIN:
+            return
+        self._pool_bytes()  # takes finished spares, forgets claimed segments
+        fits = any(nbytes <= size <= 2 * nbytes for size, _ in self.pool.values())
+        if fits or self.spares.pending():
+            return
+        if self._pool_room(nbytes):
+            self.spares.request(nbytes)
+
     def _pool_bytes(self) -> int:
         """Bytes in the pool, forgetting segments that writers have claimed since."""
         assert self.shm_dir is not None
+        self._take_spares()
         pool = self.shm_dir / shm.POOL
         for name in [n for n in self.pool if not (pool / n).exists()]:
             del self.pool[name]
@@ -320,6 +351,7 @@ class ServerCore:
     def _trim_pool(self, need: int = 0, files: int | None = None, everything: bool = False) -> None:
         """Unlink pooled segments, oldest first: expired ones, then until ``need`` more
         bytes fit (pool limit and memory limit) and at most ``files`` remain."""
+        self._take_spares()
         if not self.pool or self.shm_dir is None:
             return
         pool = self.shm_dir / shm.POOL
@@ -407,6 +439,8 @@ class ServerCore:
 
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
         if self.table.memory_limit is not None:
+            if self.spares is not None and self.spares.pending():
+                self.spares.wait()  # a spare being made is pooled memory too: let it land
             self._trim_pool(need=nbytes)  # pooled segments go before any object does
         self._making_room = True  # node-local copies dropped now are unlinked, not pooled
         try:
@@ -481,6 +515,7 @@ class ServerCore:
             self.cache["fetched"] += 1
         else:
             self.bytes_in += nbytes
+            self._make_spare(nbytes)
         return Reply(Status.OK)
 
     def _get_shm(self, key: bytes) -> Reply:
@@ -550,6 +585,8 @@ class ServerCore:
             },
             "shm_dir": str(self.shm_dir) if self.shm_dir else None,
             "shm_pool": {"segments": len(self.pool), "recycled": self.recycled},
+            # segments made ahead of same-node puts (server/spare.py)
+            "shm_spares": self.spares.made if self.spares is not None else 0,
             "uptime_s": round(time.time() - self.started, 3),
         }
 
