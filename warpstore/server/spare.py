@@ -38,12 +38,13 @@ SPARE_MIN = 1 << 20  # below this, filling new pages costs too little to prepare
 def make_spare(directory: Path, nbytes: int) -> str:
     """A new pooled segment of ``nbytes`` whose pages exist; returns its pool name.
 
-    Made under the server's own ``s-<pid>-...`` name (a crash leaves it to the
-    node's sweep, as any server segment) and renamed into the pool only when
-    complete, so a writer never claims a half-made one.
+    Made in the pool under the server's own ``s-<pid>-...`` name, which writers
+    never claim (they take ``p-`` names) and a crash leaves to the node's sweep,
+    and renamed ``p-...`` only when complete, so a writer never claims a
+    half-made one; it never appears among the directory's objects' segments.
     """
     uid = uuid.uuid4().hex
-    made = directory / f"s-{os.getpid()}-{uid}"
+    made = directory / shm.POOL / f"s-{os.getpid()}-{uid}"
     fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.posix_fallocate(fd, 0, nbytes)
