@@ -817,6 +817,11 @@ def test_a_spare_never_costs_an_object_its_room(tmp_path: Path) -> None:
     core.close_shm()
 
 
+def _spares(shm_dir: Path) -> list[str]:
+    """Finished spares (``p-`` names); one being made has the server's ``s-`` name."""
+    return [n for n in _segments(shm_dir / shm.POOL) if n.startswith("p-")]
+
+
 def test_puts_that_keep_their_objects_write_into_spares(runtime: Path, transport: str) -> None:
     c = _connect(transport)
     with Store(f"sp-{transport}", c, cache_size=0) as store:
@@ -826,10 +831,10 @@ def test_puts_that_keep_their_objects_write_into_spares(runtime: Path, transport
             keys.append(store.put(a))
             deadline = time.monotonic() + 10
             shm_dir = Path(c.local_server()["shm_dir"])
-            while not _segments(shm_dir / shm.POOL) and time.monotonic() < deadline:
+            while not _spares(shm_dir) and time.monotonic() < deadline:
                 time.sleep(0.01)  # the server makes the next put's spare while we wait
         assert c.server_status()["shm_spares"] == 4  # three were claimed, one waits
-        assert len(_segments(shm_dir / shm.POOL)) == 1
+        assert len(_spares(shm_dir)) == 1
         for key, a in zip(keys, arrays, strict=True):
             np.testing.assert_array_equal(store.get(key), a)
     c.stop_server()
