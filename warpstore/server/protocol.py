@@ -95,8 +95,11 @@ from __future__ import annotations
 
 import enum
 import hmac
+import os
 import secrets
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +109,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "BODY_SIZE",
+    "CHUNKED_MIN",
+    "CHUNK_SIZE",
     "EAGER_MAX",
     "HEADER_SIZE",
     "HELLO_REPLY",
@@ -255,10 +260,47 @@ class SessionSealer(Sealer):
 
 
 class DataSealer:
-    """The end-to-end data tag: GMAC of the data, bound to the object's key."""
+    """The end-to-end data tag: GMAC of the data, bound to the object's key.
+
+    Two constructions, chosen by the data's length alone (so the verifier
+    always knows which one applies; the header's ``data_len`` is covered by
+    the message tag):
+
+    * **single pass** (``len < CHUNKED_MIN``): ``tag = GMAC(K_data, nonce,
+      AAD=data, plaintext=key)``, i.e. AES-GCM with the data as associated
+      data and the object's key as plaintext, the ciphertext discarded;
+      ``nonce`` is 12 random bytes.
+    * **chunked** (``len >= CHUNKED_MIN``): GMAC runs at 5-6 GB/s per core
+      here, two passes per object cost about 20 % of a 100 MiB put+get, and
+      one GMAC pass cannot be split across threads. So: a one-time key per
+      message ``K_msg = HMAC-SHA256(K_chunk, nonce)`` (``K_chunk =
+      HKDF-SHA256(token, info="warpstore/2 data chunked")``, ``nonce`` the
+      same 12 random bytes carried in the header); the data is cut into
+      ``CHUNK_SIZE`` pieces, piece ``i`` is tagged ``t_i = GMAC(K_msg,
+      nonce=i as 12 bytes big-endian, AAD=piece_i)`` on a small thread pool
+      (one AESGCM object per thread: cryptography releases the GIL, but one
+      object shared by threads serialises them), and the tag is ``GMAC(K_msg,
+      nonce=0xff * 12, AAD=u64 data_len || u64 n || t_0 .. t_{n-1},
+      plaintext=key)``.
+
+    Why the chunked tag is as strong as the single pass: every (key, nonce)
+    pair of GCM is used once (a fresh pseudo-random ``K_msg`` per message,
+    the chunk indices are distinct and never all-ones), so each ``t_i`` and
+    the final tag are GMAC outputs of a never-reused nonce, unforgeable and
+    unpredictable without ``K_msg``. ``t_i`` never leaves the process; a
+    changed piece changes its ``t_i`` except with GHASH's collision chance
+    (about ``CHUNK_SIZE / 16 / 2**128``), and the final tag is a GMAC over the
+    ordered list, so a changed, swapped (the nonce is the index), dropped or
+    added piece, a changed length or another object key is a GMAC forgery of
+    the final tag. A different token gives a different ``K_chunk``. The
+    nonce is random as before, so the nonce-collision bound is the single
+    pass's (96 bits). Verification recomputes the tag and compares in
+    constant time.
+    """
 
     def __init__(self, token: bytes) -> None:
         self._aead = AESGCM(_hkdf(token, b"warpstore/2 data"))
+        self._chunk_key = _hkdf(token, b"warpstore/2 data chunked")
 
     def tag(self, key: Buffer, data: Any) -> tuple[bytes, bytes]:
         """``(nonce, tag)`` for ``data`` stored under ``key`` (nothing for no data)."""
@@ -266,14 +308,75 @@ class DataSealer:
         if view is None:
             return NO_DATA_TAG
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce, self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
+        return nonce, self._compute(nonce, key, view)
 
     def verify(self, key: Buffer, data: Any, nonce: bytes, tag: bytes) -> bool:
         view = _data_view(data)
         if view is None:
             return (nonce, tag) == NO_DATA_TAG
-        expected = self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
-        return hmac.compare_digest(expected, tag)
+        return hmac.compare_digest(self._compute(bytes(nonce), key, view), tag)
+
+    def _compute(self, nonce: bytes, key: Buffer, view: Any) -> bytes:
+        if len(view) < CHUNKED_MIN:
+            return self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
+        msg_key = hmac.digest(self._chunk_key, nonce, "sha256")
+        view = memoryview(view)  # slices of a memoryview share the buffer, bytes' would copy
+        size = len(view)
+        n = -(-size // CHUNK_SIZE)
+        chunk_tags = b"".join(_gmac_chunks(msg_key, view, n))
+        lengths = struct.pack(">QQ", size, n)
+        return AESGCM(msg_key).encrypt(_FINAL_NONCE, bytes(key), lengths + chunk_tags)[-TAG_SIZE:]
+
+
+CHUNK_SIZE = 1 << 20  # the chunked data tag's piece size (part of the tag's definition)
+CHUNKED_MIN = 4 << 20  # data from this size on uses the chunked tag (DataSealer)
+_FINAL_NONCE = b"\xff" * NONCE_SIZE
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _tag_workers() -> int:
+    """Threads that tag one object's pieces at once, the caller's included."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _gmac_pool() -> ThreadPoolExecutor:
+    """The process's tagging threads (a forked child gets its own: the parent's are gone)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            executor = ThreadPoolExecutor(
+                max_workers=max(1, _tag_workers() - 1), thread_name_prefix="warpstore-gmac"
+            )
+            _pool = (os.getpid(), executor)
+        return _pool[1]
+
+
+def _gmac_range(msg_key: bytes, view: memoryview, first: int, stop: int) -> list[bytes]:
+    aead = AESGCM(msg_key)  # one object per thread and message: shared ones serialise
+    return [
+        aead.encrypt(
+            i.to_bytes(NONCE_SIZE, "big"), b"", view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+        )
+        for i in range(first, stop)
+    ]
+
+
+def _gmac_chunks(msg_key: bytes, view: memoryview, n: int) -> list[bytes]:
+    """The pieces' tags in order: contiguous runs of pieces, one per thread."""
+    workers = min(_tag_workers(), n)
+    bounds = [n * w // workers for w in range(workers + 1)]
+    if workers == 1:
+        return _gmac_range(msg_key, view, 0, n)
+    pool = _gmac_pool()
+    futures = [
+        pool.submit(_gmac_range, msg_key, view, bounds[w], bounds[w + 1])
+        for w in range(1, workers)
+    ]
+    tags = _gmac_range(msg_key, view, 0, bounds[1])  # the caller takes the first run
+    for future in futures:
+        tags.extend(future.result())
+    return tags
 
 
 def _data_view(data: Any) -> Any:
