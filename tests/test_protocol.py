@@ -206,3 +206,35 @@ def test_a_forked_child_tags_large_data(big: bytes) -> None:
             os.kill(pid, 9)
         os.waitpid(pid, 0)
     assert answer == b"1", "the forked child could not tag large data (hung or wrong)"
+
+
+# -- end to end, every node-server transport --------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["zmq_connector", "ucx_connector", "margo_connector"])
+def test_chunked_tags_end_to_end(
+    fixture: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warpstore.exceptions import AuthenticationError
+
+    c = request.getfixturevalue(fixture)
+    c.shared_memory = False  # the socket / RDMA path, as from another node: tags apply
+    data = os.urandom(CHUNKED_MIN + CHUNK_SIZE // 2)
+    key = c.put(data)
+    assert bytes(c.get(key)) == data
+    # a producer whose tag is not of the data it sent (what altered data in flight or in
+    # store looks like to the consumer): the server stores it, the consumer refuses it
+    honest_tag = DataSealer.tag
+
+    def tag_of_other_data(self: DataSealer, key: Any, data: Any) -> tuple[bytes, bytes]:
+        view = memoryview(data).cast("B") if data is not None else None
+        if view is not None and len(view) >= CHUNKED_MIN:
+            return honest_tag(self, key, _flip(bytes(view), 2 * CHUNK_SIZE + 1))
+        return honest_tag(self, key, data)
+
+    monkeypatch.setattr(DataSealer, "tag", tag_of_other_data)
+    bad = c.put(data)
+    monkeypatch.setattr(DataSealer, "tag", honest_tag)
+    with pytest.raises(AuthenticationError, match="failed authentication"):
+        c.get(bad)
+    assert bytes(c.get(c.put(data))) == data
