@@ -338,7 +338,7 @@ def measure_security(rounds: int, size: int = 100 * 2**20, repeat: int = 5) -> N
     on.put(b"open the session")
     timers = []
     for conn in on._client._all:
-        conn.session.data = timer = _TimedDataAuth(conn.session.data)  # type: ignore[assignment]
+        conn.session.data = timer = _TimedDataAuth(conn.session.data)
         timers.append(timer)
     with mock.patch("warpstore.server.auth.DataSealer", _NoDataAuth):
         off = ZMQConnector(**common)  # type: ignore[arg-type]
