@@ -154,7 +154,9 @@ def test_pieces_are_tagged_on_several_threads(
         assert tag == reference_tag(TOKEN, b"obj", big, nonce)
         pieces = -(-len(big) // CHUNK_SIZE)
         assert sorted(i for run in seen.values() for i in run) == list(range(pieces))
-        assert len(seen) == 3 and threading.current_thread().name in seen
+        # the caller takes one run, the pool's threads the others (which thread takes
+        # which of those is the executor's choice)
+        assert len(seen) >= 2 and threading.current_thread().name in seen
         assert all(name.startswith("warpstore-gmac") for name in seen if name != "MainThread")
     finally:
         pool = protocol._pool

@@ -13,8 +13,9 @@ Header (little-endian)::
     4       1     op          PUT=1 GET=2 EXISTS=3 EVICT=4 STATUS=5 SHUTDOWN=6 HELLO=7
                               PUT_SHM=8 GET_SHM=9 (same node: see server/shm.py)
     5       1     status      0 in requests (else refused); in replies one of ``Status``
-    6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4
-    7       1     flags       STAGED=1 (a PUT announced before its data), others 0
+    6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4 SEAL=5
+    7       1     flags       STAGED=1 (a PUT announced before its data),
+                              TAG_FOLLOWS=2 (ZeroMQ: its data tag comes in a SEAL), others 0
     8       16    session     server-chosen session id (HELLO: the client's nonce;
                               REFUSAL: the server's id)
     24      8     counter     u64, the request's number in its session, strictly
@@ -36,8 +37,8 @@ and every later message of the session is tagged with AES-GCM under ``K``: the
 header's first 80 bytes and the key are the GCM plaintext (its ciphertext is
 discarded) and the 16-byte GCM tag is the message tag. The 12-byte GCM nonce is
 ``kind || 000000 || counter``: unique per key because the client numbers its
-requests and the server signs at most one CONTINUE and one REPLY per request it
-accepted.
+requests (and signs at most one SEAL per request) and the server signs at most
+one CONTINUE and one REPLY per request it accepted.
 
 Data. Data is tagged once, end to end, by whoever produced it: the tag is
 ``GMAC`` (AES-GCM with the data as associated data and the object's key as
@@ -77,6 +78,18 @@ server checks the tag, the counter and that the store has room and answers
 (UCX: as the next message, into a buffer reserved for it; Margo: the server
 pulls it; ZeroMQ: header, key and data, the header repeating the announcement,
 accepted once and only after that CONTINUE).
+
+Tag after the data (ZeroMQ, ``flags=STAGED|TAG_FOLLOWS``): so that the
+producer tags the data while ZeroMQ's I/O thread sends it (the tag would
+otherwise delay every large PUT by one GMAC pass), the announcement and the
+data message carry a zero data tag, and the data tag follows in a ``SEAL``
+message: kind ``SEAL``, the PUT's counter (its GCM nonce differs from the
+request's by the kind), op, key and ``data_len`` of the announcement, the data
+tag, no data. The server holds data that came this way, unstored and
+invisible, until its SEAL arrives (at most a few held objects, each for a
+bounded time), accepts one SEAL per held PUT and only then stores the object
+with that tag and replies. Nothing changes for the consumer: an object is
+visible only with its producer's tag, checked before anything touches it.
 
 Admission (ZeroMQ only). Before any message of this protocol, a ZeroMQ
 connection must be admitted at the ZMTP handshake with a one-time credential
@@ -182,11 +195,13 @@ class Kind(enum.IntEnum):
     REPLY = 2
     CONTINUE = 3
     REFUSAL = 4
+    SEAL = 5  # the data tag of a TAG_FOLLOWS PUT, after its data (ZeroMQ)
 
 
 class Flags(enum.IntFlag):
     NONE = 0
     STAGED = 1
+    TAG_FOLLOWS = 2
 
 
 class ProtocolError(ValueError):
@@ -437,7 +452,7 @@ def parse_header(header: Buffer) -> Header:
     ) = _BODY.unpack_from(header)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {bytes(magic)!r} (not a warpstore v2 message)")
-    if reserved or reserved2 or flags & ~int(Flags.STAGED):
+    if reserved or reserved2 or flags & ~int(Flags.STAGED | Flags.TAG_FOLLOWS):
         raise ProtocolError("reserved header fields are not zero")
     if kind not in Kind._value2member_map_:
         raise ProtocolError(f"unknown message kind {kind}")
