@@ -240,3 +240,93 @@ def test_chunked_tags_end_to_end(
     with pytest.raises(AuthenticationError, match="failed authentication"):
         c.get(bad)
     assert bytes(c.get(c.put(data))) == data
+
+
+# -- tag after the data (ZeroMQ's TAG_FOLLOWS + SEAL), at the sessions' level --------------
+
+
+def _pair() -> tuple[Any, Any]:
+    from warpstore.server.auth import ClientSession, ServerAuth
+
+    server, client = ServerAuth(TOKEN), ClientSession(TOKEN, "tcp://test")
+    h, none = server.check(client.hello_request(), b"", None)
+    assert none is None
+    header, data = server.hello_reply(h)
+    client.accept_hello(header, b"", data)
+    return server, client
+
+
+def _announce(server: Any, client: Any, key: bytes, data: bytes) -> tuple[int, bytes, Any]:
+    counter, header = client.request(1, key, data, staged=True, tag_follows=True)
+    h, session = server.check(header, key, None, tag_follows=True)
+    server.stage(session, h, key)
+    h, session = server.check_staged_data(header, key, data)
+    server.hold(session, h, key, data)
+    return counter, header, session
+
+
+def test_held_data_is_taken_once_with_its_own_seal() -> None:
+    from warpstore.server.auth import Refused
+    from warpstore.server.protocol import Op, Status, parse_header
+
+    server, client = _pair()
+    data = os.urandom(CHUNKED_MIN + 7)
+    counter, header, _ = _announce(server, client, b"obj", data)
+    assert parse_header(header).data_tag_pair == NO_DATA_TAG  # the tag is not made yet
+    seal = client.seal(counter, b"obj", data)
+    bad = bytearray(seal)
+    bad[60] ^= 1  # the data tag: the header's tag no longer verifies
+    with pytest.raises(Refused) as refused:
+        server.check_seal(bytes(bad), b"obj")
+    assert refused.value.status == Status.AUTH_FAILED
+    with pytest.raises(Refused) as refused:
+        server.check_seal(seal, b"obk")  # another key than the header's tag covers
+    assert refused.value.status == Status.AUTH_FAILED
+    h, _, held = server.check_seal(seal, b"obj")
+    assert held is data and h.op == Op.PUT and h.counter == counter
+    assert client.data.verify(b"obj", held, *h.data_tag_pair)
+    with pytest.raises(Refused) as refused:
+        server.check_seal(seal, b"obj")  # replayed: nothing is held any more
+    assert refused.value.status == Status.REPLAYED
+    # a SEAL for a PUT whose data never came, or as a request, is refused
+    never, _ = client.request(Op.PUT, b"k", data, staged=True, tag_follows=True)
+    with pytest.raises(Refused):
+        server.check_seal(client.seal(never, b"k", data), b"k")
+    with pytest.raises(Refused) as refused:
+        server.check(client.seal(client.next_counter(), b"k", data), b"k", None)
+    assert refused.value.status == Status.BAD_REQUEST
+
+
+def test_tag_follows_only_where_the_transport_takes_a_seal() -> None:
+    from warpstore.server.auth import Refused
+    from warpstore.server.protocol import Status
+
+    server, client = _pair()
+    _, header = client.request(1, b"k", b"x" * 100, staged=True, tag_follows=True)
+    with pytest.raises(Refused) as refused:  # UCX and Margo servers: no SEAL
+        server.check(header, b"k", None)
+    assert refused.value.status == Status.BAD_REQUEST
+    _, header = client.request(1, b"k", b"x" * 100, tag_follows=True)  # not staged
+    with pytest.raises(Refused):
+        server.check(header, b"k", b"x" * 100, tag_follows=True)
+
+
+def test_held_data_is_bounded_in_count_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpstore.server import auth
+    from warpstore.server.auth import Refused
+
+    server, client = _pair()
+    held = [_announce(server, client, b"k%d" % i, b"d%d" % i) for i in range(auth.MAX_HELD + 1)]
+    with pytest.raises(Refused):  # the oldest was dropped for the newest
+        server.check_seal(client.seal(held[0][0], b"k0", b"d0"), b"k0")
+    counter = held[1][0]
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    server._held = type(server._held)(
+        (k, (key, data, now[0])) for k, (key, data, _) in server._held.items()
+    )
+    now[0] += auth.HELD_S + 1  # its client went away: the server's idle sweep drops it
+    server.expire_held()
+    assert not server._held
+    with pytest.raises(Refused):
+        server.check_seal(client.seal(counter, b"k1", b"d1"), b"k1")
