@@ -245,10 +245,11 @@ def test_chunked_tags_end_to_end(
 # -- tag after the data (ZeroMQ's TAG_FOLLOWS + SEAL), at the sessions' level --------------
 
 
-def _pair() -> tuple[Any, Any]:
+def _pair(server: Any = None) -> tuple[Any, Any]:
+    """A server's sessions and one client session opened with it (a new server by default)."""
     from warpstore.server.auth import ClientSession, ServerAuth
 
-    server, client = ServerAuth(TOKEN), ClientSession(TOKEN, "tcp://test")
+    server, client = server or ServerAuth(TOKEN), ClientSession(TOKEN, "tcp://test")
     h, none = server.check(client.hello_request(), b"", None)
     assert none is None
     header, data = server.hello_reply(h)
@@ -311,13 +312,20 @@ def test_tag_follows_only_where_the_transport_takes_a_seal() -> None:
         server.check(header, b"k", b"x" * 100, tag_follows=True)
 
 
-def test_held_data_is_bounded_in_count_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_data_is_bounded_per_session_and_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from warpstore.server import auth
     from warpstore.server.auth import Refused
 
     server, client = _pair()
-    held = [_announce(server, client, b"k%d" % i, b"d%d" % i) for i in range(auth.MAX_HELD + 1)]
-    with pytest.raises(Refused):  # the oldest was dropped for the newest
+    # many clients whose data messages all arrive before any of their SEALs: none dropped
+    others = [_pair(server)[1] for _ in range(12)]
+    pending = [_announce(server, o, b"o", b"data") for o in others]
+    for o, (counter, _, _) in zip(others, pending, strict=True):
+        server.check_seal(o.seal(counter, b"o", b"data"), b"o")
+    # one session holds at most HELD_PER_SESSION: its oldest goes first
+    n = auth.HELD_PER_SESSION + 1
+    held = [_announce(server, client, b"k%d" % i, b"d%d" % i) for i in range(n)]
+    with pytest.raises(Refused):
         server.check_seal(client.seal(held[0][0], b"k0", b"d0"), b"k0")
     counter = held[1][0]
     now = [1000.0]

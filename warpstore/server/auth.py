@@ -39,8 +39,11 @@ from warpstore.server.runtime import node_name
 __all__ = ["ClientSession", "Refused", "ServerAuth", "ServerSession", "UnknownSession"]
 
 MAX_SESSIONS = 16384  # least recently used sessions are forgotten beyond this
-MAX_HELD = 8  # TAG_FOLLOWS data waiting for its SEAL, server-wide (oldest dropped)
-HELD_S = 30.0  # ... for at most this long (a client that died before its SEAL)
+# TAG_FOLLOWS data waiting for its SEAL: a client sends the SEAL right behind the data on
+# the same connection, so a session has one held at a time (a second is dropped oldest
+# first); a client that died in between leaves it for at most HELD_S.
+HELD_PER_SESSION = 2
+HELD_S = 30.0
 
 
 class Refused(Exception):
@@ -164,17 +167,19 @@ class ServerAuth:
 
     def hold(self, session: ServerSession, h: Header, key: bytes, data: Any) -> None:
         """Keep the data of a TAG_FOLLOWS PUT, unstored, until its SEAL (bounded)."""
+        sid = session.sealer.session
         with self._lock:
-            self._held[(session.sealer.session, h.counter)] = (bytes(key), data, time.monotonic())
+            self._held[(sid, h.counter)] = (bytes(key), data, time.monotonic())
+            mine = [k for k in self._held if k[0] == sid]
+            for k in mine[: max(0, len(mine) - HELD_PER_SESSION)]:
+                del self._held[k]
         self.expire_held()
 
     def expire_held(self) -> None:
-        """Drop held data beyond MAX_HELD or older than HELD_S (its client went away)."""
+        """Drop held data older than HELD_S (its client went away before the SEAL)."""
         now = time.monotonic()
         with self._lock:
-            while self._held and (
-                len(self._held) > MAX_HELD or next(iter(self._held.values()))[2] < now - HELD_S
-            ):
+            while self._held and next(iter(self._held.values()))[2] < now - HELD_S:
                 self._held.popitem(last=False)
 
     def check_seal(self, raw: Any, key: Any) -> tuple[Header, ServerSession, Any]:
