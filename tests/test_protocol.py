@@ -338,3 +338,34 @@ def test_held_data_is_bounded_per_session_and_in_time(monkeypatch: pytest.Monkey
     assert not server._held
     with pytest.raises(Refused):
         server.check_seal(client.seal(counter, b"k1", b"d1"), b"k1")
+
+
+def test_concurrent_large_zmq_puts_from_many_clients(zmq_connector: Any) -> None:
+    """Data messages of several clients reach the server before their SEALs: none is lost."""
+    from warpstore.connectors.zmq import ZMQConnector
+
+    zmq_connector.shared_memory = False
+    zmq_connector.put(b"start the server")
+    clients = [ZMQConnector(timeout=30, shared_memory=False) for _ in range(6)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(clients))
+
+    def work(i: int, c: Any) -> None:
+        try:
+            barrier.wait(30)
+            for j in range(3):
+                data = bytes([i, j]) * (CHUNK_SIZE + 3)
+                assert bytes(c.get(c.put(data))) == data
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i, c)) for i, c in enumerate(clients)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for c in clients:
+            c.close()
+    assert not errors, errors
