@@ -42,18 +42,18 @@ one CONTINUE and one REPLY per request it accepted.
 
 Data. Data is tagged once, end to end, by whoever produced it: the tag is
 ``GMAC`` (AES-GCM with the data as associated data and the object's key as
-plaintext) under ``K_data = HKDF-SHA256(token, info="warpstore/2 data")`` with a
-random 12-byte nonce, carried in the header's ``data_nonce``/``data_tag``, so
-the message tag covers it; data from ``CHUNKED_MIN`` (4 MiB) on is tagged in
-1 MiB pieces on several threads and the tag is a GMAC over the pieces' tags
-(see :class:`DataSealer`: as strong, and not bound to one core). The server stores an object's data tag with it and
-sends it back with every GET; the client that gets the object checks it (the
-producer's tag, bound to the object's key) before anything else touches the
-data. The data is hashed twice per object (once by the producer, once by each
-consumer) instead of at every hop: measured in
-``benchmarks/connector_throughput.py``, see the README. The server never reads
-the data, so it does not check it either: data altered in flight is refused
-by its consumer (never unpickled), and every other field by the server.
+plaintext) under ``K_data = HKDF-SHA256(token, info="warpstore/2 data")`` with
+a random 12-byte nonce, carried in the header's ``data_nonce``/``data_tag``, so
+the message tag covers it; data from ``CHUNKED_MIN`` (4 MiB) on is tagged in 1
+MiB pieces on several threads and the tag is a GMAC over the pieces' tags (see
+:class:`DataSealer`: as strong, and not bound to one core). The server stores
+an object's data tag with it and sends it back with every GET; the client that
+gets the object checks it (the producer's tag, bound to the object's key)
+before anything else touches the data. The data is hashed twice per object
+(once by the producer, once by each consumer) instead of at every hop: measured
+in ``benchmarks/connector_throughput.py``, see the README. The server never
+reads the data, so it does not check it either: data altered in flight is
+refused by its consumer (never unpickled), and every other field by the server.
 
 What the tags therefore bind: the direction (``kind``; a reply sent back as a
 request fails), the server's identity (``server_id`` is in the key), the
