@@ -357,6 +357,15 @@ def _tag_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _forget_pool() -> None:
+    # a forked child has none of its parent's threads, and a lock another thread held
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _gmac_pool() -> ThreadPoolExecutor:
     """The process's tagging threads (a forked child gets its own: the parent's are gone)."""
     global _pool
