@@ -2,6 +2,7 @@
 
     python benchmarks/connector_throughput.py [--no-original] [--sizes 1KiB,1MiB,100MiB]
     python benchmarks/connector_throughput.py --security-only [--rounds 3]
+    python benchmarks/connector_throughput.py --tag-pairs 16
 
 Rows: warpstore's ZMQConnector and UCXConnector (node servers; UCX over its
 TCP and shared-memory transports here, no RDMA), RedisConnector against a real
@@ -22,6 +23,10 @@ one single-threaded GMAC pass and one ``DataSealer.tag`` (chunked, on its
 threads) over the same bytes, and ZeroMQ's NULL, PLAIN (with our admission
 handler's ZAP round trip) and CURVE mechanisms on bare pyzmq sockets. On and
 off alternate, ``--rounds`` times.
+
+``--tag-pairs N`` measures only what the data tags add, for a busy machine
+where medians of separate runs drift: N put+get pairs with tags on and off,
+back to back, alternating which goes first; the medians of the differences.
 """
 
 from __future__ import annotations
@@ -324,6 +329,42 @@ def measure_mechanism(mechanism: str, data: bytes, repeat: int) -> tuple[list[fl
     return puts, gets
 
 
+def measure_tag_pairs(pairs: int, size: int = 100 * 2**20) -> None:
+    import statistics
+    from unittest import mock
+
+    data = os.urandom(size)
+    runtime = tempfile.mkdtemp(prefix="warpstore-bench-")
+    common = {"address": "127.0.0.1", "runtime_dir": runtime, "shared_memory": False}
+    on = ZMQConnector(**common)  # type: ignore[arg-type]
+    on.put(b"open the session")
+    with mock.patch("warpstore.server.auth.DataSealer", _NoDataAuth):
+        off = ZMQConnector(**common)  # type: ignore[arg-type]
+        off.put(b"open the session")
+    load_before = os.getloadavg()[0]
+    put_diff, get_diff, base = [], [], []
+    try:
+        _put_get(on, data, 0)
+        _put_get(off, data, 0)
+        for i in range(pairs):
+            first, second = (on, off) if i % 2 == 0 else (off, on)
+            a, b = _put_get(first, data, 1), _put_get(second, data, 1)
+            (p_on, g_on), (p_off, g_off) = (a, b) if first is on else (b, a)
+            put_diff.append(p_on[0] - p_off[0])
+            get_diff.append(g_on[0] - g_off[0])
+            base.append(p_off[0] + g_off[0])
+    finally:
+        on.stop_server()
+        on.close()
+        off.close()
+    med = statistics.median
+    both = med(put_diff) + med(get_diff)
+    print(f"data tags, {pairs} on/off pairs of {size // 2**20} MiB put+get, socket path "
+          f"(load {load_before:.1f} -> {os.getloadavg()[0]:.1f}): put+get without tags "
+          f"{fmt_ms(med(base))}; tags add {fmt_ms(med(put_diff))} to the put, "
+          f"{fmt_ms(med(get_diff))} to the get: {100 * both / med(base):+.1f} %")
+
+
 def measure_security(rounds: int, size: int = 100 * 2**20, repeat: int = 5) -> None:
     import statistics
     from unittest import mock
@@ -441,7 +482,13 @@ def main() -> None:
     )
     parser.add_argument("--security-only", action="store_true", help="only the security costs")
     parser.add_argument("--rounds", type=int, default=3, help="security: on/off alternations")
+    parser.add_argument(
+        "--tag-pairs", type=int, default=0, metavar="N", help="only the data tags' cost, N pairs"
+    )
     args = parser.parse_args()
+    if args.tag_pairs:
+        measure_tag_pairs(args.tag_pairs)
+        return
     sizes = {s: parse_size(s) for s in args.sizes.split(",")}
     if args.security_only:
         measure_security(args.rounds)
