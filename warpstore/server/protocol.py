@@ -81,17 +81,17 @@ server checks the tag, the counter and that the store has room and answers
 pulls it; ZeroMQ: header, key and data, the header repeating the announcement,
 accepted once and only after that CONTINUE).
 
-Tag after the data (ZeroMQ, ``flags=STAGED|TAG_FOLLOWS``): so that the
-producer tags the data while ZeroMQ's I/O thread sends it (the tag would
-otherwise delay every large PUT by one GMAC pass), the announcement and the
-data message carry a zero data tag, and the data tag follows in a ``SEAL``
-message: kind ``SEAL``, the PUT's counter (its GCM nonce differs from the
-request's by the kind), op, key and ``data_len`` of the announcement, the data
-tag, no data. The server holds data that came this way, unstored and
-invisible, until its SEAL arrives (at most a few held objects, each for a
-bounded time), accepts one SEAL per held PUT and only then stores the object
-with that tag and replies. Nothing changes for the consumer: an object is
-visible only with its producer's tag, checked before anything touches it.
+Tag after the data (ZeroMQ, ``flags=STAGED|TAG_FOLLOWS``): so that the producer
+tags the data while ZeroMQ's I/O thread sends it (the tag would otherwise delay
+every large PUT by one GMAC pass), the announcement and the data message carry
+a zero data tag, and the data tag follows in a ``SEAL`` message: kind ``SEAL``,
+the PUT's counter (its GCM nonce differs from the request's by the kind), op,
+key and ``data_len`` of the announcement, the data tag, no data. The server
+holds data that came this way, unstored and invisible, until its SEAL arrives
+(at most 2 per session, each for at most 30 s: ``auth.HELD_PER_SESSION``,
+``HELD_S``), accepts one SEAL per held PUT and only then stores the object with
+that tag and replies. Nothing changes for the consumer: an object is visible
+only with its producer's tag, checked before anything touches it.
 
 Admission (ZeroMQ only). Before any message of this protocol, a ZeroMQ
 connection must be admitted at the ZMTP handshake with a one-time credential
