@@ -615,6 +615,38 @@ def test_zmq_put_data_is_sent_only_after_the_server_has_room(runtime: Path) -> N
         c.close()
 
 
+def test_zmq_data_sent_before_its_tag_is_stored_only_with_its_seal(server: Any) -> None:
+    """ZeroMQ PUTs tag the data while it is sent: the tag follows in a SEAL."""
+    c, address = server
+    raw = RawZMQ(address, c._token)
+    try:
+        session = raw.hello()
+        data = os.urandom(2 << 20)
+        counter, announce = session.request(Op.PUT, b"held", data, staged=True, tag_follows=True)
+        raw.send([announce, b"held"])
+        assert raw.reply()[:2] == (Kind.CONTINUE, Status.CONTINUE)
+        raw.send([announce, b"held", data])
+        assert not raw.sock.poll(300)  # held, not stored: no reply yet ...
+        assert c._client.request(address, Op.GET, b"held")[0] == Status.NOT_FOUND  # ... unseen
+        seal = session.seal(counter, b"held", data)
+        raw.send([seal, b"held"])
+        assert raw.reply()[:2] == (Kind.REPLY, Status.OK)
+        assert bytes(c._client.request(address, Op.GET, b"held")[1].buffer) == data
+        raw.send([seal, b"held"])  # replayed
+        assert raw.reply()[:2] == (Kind.REFUSAL, Status.REPLAYED)
+        # a man in the middle swaps the data, the honest SEAL follows: stored, never used
+        counter, announce = session.request(Op.PUT, b"swap", data, staged=True, tag_follows=True)
+        raw.send([announce, b"swap"])
+        assert raw.reply()[:2] == (Kind.CONTINUE, Status.CONTINUE)
+        raw.send([announce, b"swap", data[:-1] + bytes([data[-1] ^ 1])])
+        raw.send([session.seal(counter, b"swap", data), b"swap"])
+        assert raw.reply()[:2] == (Kind.REPLY, Status.OK)
+        with pytest.raises(AuthenticationError, match="failed authentication"):
+            c._client.request(address, Op.GET, b"swap")
+    finally:
+        raw.close()
+
+
 # -- stale and hung servers ----------------------------------------------------------
 
 

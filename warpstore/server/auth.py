@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from warpstore.exceptions import AuthenticationError, ConnectorError, StoreFullError
 from warpstore.server.protocol import (
     HELLO_REPLY,
+    NO_DATA_TAG,
     SESSION_SIZE,
     DataSealer,
     Flags,
@@ -37,6 +39,11 @@ from warpstore.server.runtime import node_name
 __all__ = ["ClientSession", "Refused", "ServerAuth", "ServerSession", "UnknownSession"]
 
 MAX_SESSIONS = 16384  # least recently used sessions are forgotten beyond this
+# TAG_FOLLOWS data waiting for its SEAL: a client sends the SEAL right behind the data on
+# the same connection, so a session has one held at a time (a second is dropped oldest
+# first); a client that died in between leaves it for at most HELD_S.
+HELD_PER_SESSION = 2
+HELD_S = 30.0
 
 
 class Refused(Exception):
@@ -69,14 +76,19 @@ class ServerAuth:
         self.data = DataSealer(token)
         self.max_data = max_data
         self._sessions: OrderedDict[bytes, ServerSession] = OrderedDict()
+        # TAG_FOLLOWS data waiting for its SEAL: (session, counter) -> (key, data, since)
+        self._held: OrderedDict[tuple[bytes, int], tuple[bytes, Any, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, raw: Any, key: Any, data: Any) -> tuple[Header, ServerSession | None]:
+    def check(
+        self, raw: Any, key: Any, data: Any, *, tag_follows: bool = False
+    ) -> tuple[Header, ServerSession | None]:
         """Authenticate one incoming message; ``(header, None)`` for a HELLO.
 
         ``data`` is what the message carries (``None``: nothing). Raises
         :class:`Refused` for anything that is not a fresh, authentic request
-        of a known session; nothing in it may be used then.
+        of a known session; nothing in it may be used then. ``tag_follows``:
+        the transport takes a staged PUT's data tag in a later SEAL (ZeroMQ).
         """
         try:
             h = parse_header(raw)
@@ -89,6 +101,8 @@ class ServerAuth:
                 Status.BAD_REQUEST, f"header declares a {h.key_len}-byte key, got {len(key)}"
             )
         carried = 0 if data is None else memoryview(data).nbytes
+        if h.flags & Flags.TAG_FOLLOWS and not (tag_follows and h.flags & Flags.STAGED):
+            raise Refused(Status.BAD_REQUEST, "TAG_FOLLOWS only on a staged ZeroMQ PUT")
         if h.flags & Flags.STAGED:
             if carried or h.op != Op.PUT:
                 raise Refused(Status.BAD_REQUEST, "a staged announcement carries no data")
@@ -150,6 +164,52 @@ class ServerAuth:
                 raise Refused(Status.REPLAYED, "data of a PUT that got no CONTINUE (or a replay)")
             self._sessions.move_to_end(h.session)
         return h, session
+
+    def hold(self, session: ServerSession, h: Header, key: bytes, data: Any) -> None:
+        """Keep the data of a TAG_FOLLOWS PUT, unstored, until its SEAL (bounded)."""
+        sid = session.sealer.session
+        with self._lock:
+            self._held[(sid, h.counter)] = (bytes(key), data, time.monotonic())
+            mine = [k for k in self._held if k[0] == sid]
+            for k in mine[: max(0, len(mine) - HELD_PER_SESSION)]:
+                del self._held[k]
+        self.expire_held()
+
+    def expire_held(self) -> None:
+        """Drop held data older than HELD_S (its client went away before the SEAL)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._held and next(iter(self._held.values()))[2] < now - HELD_S:
+                self._held.popitem(last=False)
+
+    def check_seal(self, raw: Any, key: Any) -> tuple[Header, ServerSession, Any]:
+        """Authenticate a SEAL: ``(header, session, the held data)``, taken once.
+
+        The header carries the data tag for the data held under its counter;
+        it must repeat that PUT's key and data length.
+        """
+        try:
+            h = parse_header(raw)
+        except ProtocolError as e:
+            raise Refused(Status.BAD_REQUEST, str(e)) from None
+        if h.kind != Kind.SEAL or h.status or h.op != Op.PUT or h.flags or h.key_len != len(key):
+            raise Refused(Status.BAD_REQUEST, "malformed SEAL")
+        with self._lock:
+            session = self._sessions.get(h.session)
+            if session is None:
+                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
+            if not verify(session.sealer, raw, key, None):
+                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            held = self._held.get((h.session, h.counter))
+            if (
+                held is None
+                or held[0] != bytes(key)
+                or memoryview(held[1]).nbytes != h.data_len
+            ):
+                raise Refused(Status.REPLAYED, "SEAL of no data held (or a replay)")
+            del self._held[(h.session, h.counter)]
+            self._sessions.move_to_end(h.session)
+        return h, session, held[1]
 
     def hello_reply(self, request: Header) -> tuple[bytes, bytes]:
         """Open a session for an authentic HELLO: the reply's header and data."""
@@ -254,15 +314,24 @@ class ClientSession:
         return self._counter
 
     def request(
-        self, op: int, key: bytes, data: Any, *, counter: int | None = None, staged: bool = False
+        self,
+        op: int,
+        key: bytes,
+        data: Any,
+        *,
+        counter: int | None = None,
+        staged: bool = False,
+        tag_follows: bool = False,
     ) -> tuple[int, bytes]:
         """``(counter, header)`` of a new request (STAGED: announce only, no data).
 
-        The data (if any) is tagged here, once, end to end (see :mod:`.protocol`).
+        The data (if any) is tagged here, once, end to end (see :mod:`.protocol`);
+        with ``tag_follows`` (a staged ZeroMQ PUT) not here but in :meth:`seal`.
         """
         assert self.sealer is not None
         counter = self.next_counter() if counter is None else counter
         nbytes = 0 if data is None else memoryview(data).nbytes
+        flags = (Flags.STAGED if staged else 0) | (Flags.TAG_FOLLOWS if tag_follows else 0)
         header = pack_header(
             self.sealer,
             op,
@@ -271,10 +340,24 @@ class ClientSession:
             key=key,
             data=None if staged else data,
             data_len=nbytes,
-            flags=Flags.STAGED if staged else 0,
-            data_tag=self.data.tag(key, data),
+            flags=flags,
+            data_tag=NO_DATA_TAG if tag_follows else self.data.tag(key, data),
         )
         return counter, header
+
+    def seal(self, counter: int, key: bytes, data: Any) -> bytes:
+        """The SEAL of TAG_FOLLOWS PUT ``counter``: its data tag, made now (see .protocol)."""
+        assert self.sealer is not None
+        return pack_header(
+            self.sealer,
+            Op.PUT,
+            kind=Kind.SEAL,
+            session=self.sealer.session,
+            counter=counter,
+            key=key,
+            data_len=memoryview(data).nbytes,
+            data_tag=self.data.tag(key, data),
+        )
 
     def check_put_size(self, key: bytes, nbytes: int) -> None:
         """Refuse locally a PUT the server announced it can never take."""

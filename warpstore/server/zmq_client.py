@@ -222,7 +222,7 @@ class ZMQClient(RequestClient):
             if op == Op.PUT:
                 session.check_put_size(key, nbytes)
             if op == Op.PUT and nbytes >= STAGE_MIN:  # announce; the data follows CONTINUE
-                counter, header = session.request(op, key, data, staged=True)
+                counter, header = session.request(op, key, data, staged=True, tag_follows=True)
                 conn.sock.send_multipart([header, key])
                 staged[counter] = [header, key, data]
             else:
@@ -245,7 +245,10 @@ class ZMQClient(RequestClient):
             h = session.check_reply(frames[0].buffer, reply_key, data)
             expected = pending.get(h.counter)
             if h.kind == Kind.CONTINUE and expected is not None and h.counter in staged:
-                conn.sock.send_multipart(staged.pop(h.counter), copy=False)
+                header, key, data = staged.pop(h.counter)
+                conn.sock.send_multipart([header, key, data], copy=False)
+                # tagged while ZeroMQ's I/O thread sends it; its tag follows in a SEAL
+                conn.sock.send_multipart([session.seal(h.counter, key, data), key])
                 continue
             if expected is None or h.kind != Kind.REPLY:
                 continue  # a late reply to an earlier, abandoned request

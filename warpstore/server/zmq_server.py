@@ -116,6 +116,7 @@ class ZMQServer:
             try:
                 frames = self.socket.recv_multipart(copy=False)
             except zmq.Again:
+                self.auth.expire_held()
                 continue
             except zmq.ZMQError as e:
                 if e.errno == errno.EINTR:
@@ -190,12 +191,19 @@ class ZMQServer:
         staged_data = data is not None and header_frame.bytes[7] & Flags.STAGED
         session_or_none: ServerSession | None
         try:
-            if staged_data:  # the data of a two-step PUT that got CONTINUE
+            if data is None and header_frame.bytes[6] == Kind.SEAL:  # a held PUT's data tag
+                header, session_or_none, data = self.auth.check_seal(header_frame.buffer, key)
+            elif staged_data:  # the data of a two-step PUT that got CONTINUE
                 header, session_or_none = self.auth.check_staged_data(
                     header_frame.buffer, key, data
                 )
+                if header.flags & Flags.TAG_FOLLOWS:  # stored when its SEAL comes
+                    self.auth.hold(session_or_none, header, key, data)
+                    return
             else:
-                header, session_or_none = self.auth.check(header_frame.buffer, key, data)
+                header, session_or_none = self.auth.check(
+                    header_frame.buffer, key, data, tag_follows=True
+                )
         except Refused as r:
             self._refuse(identity, r.status, r.message)
             return
