@@ -694,6 +694,113 @@ def test_get_batch_uses_the_node_cache_like_get(runtime: Path, transport: str) -
     owner.close()
 
 
+def _reader_code(transport: str, key: Any) -> str:
+    ucx = ("ucx", "UCXConnector", "UCXKey")
+    module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+    return READER.format(module=module, cls=cls, keycls=keycls, key=key)
+
+
+def test_nodes_relay_copies_so_the_owner_sends_fewer_than_one_per_node(
+    runtime: Path, transport: str
+) -> None:
+    """4 nodes read one object one after another: the owner sends it once, the others
+    get it from nodes that hold a copy (each holder sends it to at most 2 nodes), with
+    the producer's data tag checked at each reader; evict at the owner ends it all."""
+    import json
+
+    from warpstore.server.core import RELAY_FANOUT
+
+    owner = _connect(transport)
+    arr = np.arange(250_000, dtype=np.float64)
+    with Store(f"relay-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        code = _reader_code(transport, key)
+        nodes = [f"node-r{i}" for i in range(4)]
+        outs = [json.loads(run_python(code, {"WARPSTORE_HOSTNAME": n})) for n in nodes]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        assert c_requests(owner, "GET") == 1 < len(nodes)  # the first node's fetch only
+        assert c_requests(owner, "LOCATE") == len(nodes)
+        relayed = [o["status"]["cache"]["relayed"] for o in outs]  # as each reader left it
+        finals = [owner.server_status(o["status"]["address"])["cache"] for o in outs]
+        assert sum(f["relayed"] for f in finals) == len(nodes) - 1
+        assert max(f["relayed"] for f in finals) <= RELAY_FANOUT
+        assert all(f["fetched"] == 1 for f in finals)  # every node holds its own copy
+        assert relayed[0] == 0  # nobody had it before the first node
+
+        store.evict(key)  # at the owner: no node serves it, no node is pointed anywhere
+        again = [json.loads(run_python(code, {"WARPSTORE_HOSTNAME": n})) for n in nodes[1:3]]
+        fresh = json.loads(run_python(code, {"WARPSTORE_HOSTNAME": "node-r9"}))
+        assert [o["value"] for o in (*again, fresh)] == [None] * 3
+        assert c_requests(owner, "GET") == 1
+    owner.close()
+
+
+def test_a_dead_holder_sends_the_reader_back_to_the_owner(runtime: Path, transport: str) -> None:
+    import json
+
+    owner = _connect(transport)
+    arr = np.arange(200_000, dtype=np.float64)
+    with Store(f"dead-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        code = _reader_code(transport, key)
+        first = json.loads(run_python(code, {"WARPSTORE_HOSTNAME": "node-h"}))
+        holder = first["status"]["address"]
+        owner.stop_server(holder)  # node h's server (and its copy) is gone
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(first["status"]["pid"]):
+            time.sleep(0.02)
+        out = run_python(code, {"WARPSTORE_HOSTNAME": "node-i"})
+        second = json.loads(out.splitlines()[-1])  # UCX logs the dead peer to stdout first
+        assert second["value"] == float(arr.sum())  # pointed at node h, then the owner
+        assert c_requests(owner, "LOCATE") == 2 and c_requests(owner, "GET") == 2
+    owner.close()
+
+
+def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> None:
+    """LOCATE/HAVE/RELAY from the network: malformed keys are refused, a HAVE with
+    another tag (an old value) is not registered, the fan-out is bounded, and an
+    evict or a new value forgets every holder."""
+    from warpstore.server.core import RELAY_FANOUT, ServerCore
+    from warpstore.server.protocol import NO_DATA_TAG, Status
+
+    core = ServerCore("owner", "node-a")
+    core.enable_shm(shm.ensure_private_dir(tmp_path / "seg"), secrets.token_bytes(32))
+    assert core.handle(Op.PUT, b"obj", b"x" * 100_000, 100_000).status == Status.OK
+    for bad in (b"", b"obj", b"obj\0", b"\0node", b"obj\0a\0b", b"\xff\0\xff"):
+        assert core.handle(Op.LOCATE, bad, None, 0).status == Status.BAD_REQUEST
+    for bad in (b"", b"obj\0n1", b"obj\0n1\0zz", b"obj\0n1\0" + b"00" * 27):
+        assert core.handle(Op.HAVE, bad, None, 0).status == Status.BAD_REQUEST
+    assert core.handle(Op.RELAY, b"nothing", None, 0).status == Status.NOT_FOUND
+    assert core.handle(Op.LOCATE, b"gone\0n1", None, 0).status == Status.NOT_FOUND
+
+    def locate(node: str) -> bytes:
+        reply = core.handle(Op.LOCATE, b"obj\0" + node.encode(), None, 0)
+        assert reply.status == Status.OK
+        return bytes(reply.data)
+
+    first = locate("n1")
+    assert first[:1] == b"O"  # from the owner, with the object's (now fixed) data tag
+    tag_hex = first[1:29].hex().encode()
+    assert first[1:29] != b"".join(NO_DATA_TAG)
+    assert locate("n2")[:1] == b"O"
+    assert locate("n3") == b"W"  # the owner sends it to RELAY_FANOUT nodes at a time
+    stale = b"obj\0n1\0" + b"00" * 28
+    assert core.handle(Op.HAVE, stale, None, 0).status == Status.NOT_FOUND
+    assert locate("n3") == b"W"
+    assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.OK
+    pointed = [locate(f"n{i}") for i in range(3, 3 + RELAY_FANOUT)]
+    assert all(r[:1] == b"H" and r[29:] == b"n1" for r in pointed)
+    # n1 served its share; n1 is done, so the owner has a slot again: n9 from the owner
+    assert locate("n9")[:1] == b"O"
+    assert locate("n10") == b"W"  # n2 and n9 are fetching from the owner
+    core.handle(Op.PUT, b"obj", b"y" * 100_000, 100_000)  # a new value: holders forgotten
+    assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.NOT_FOUND
+    assert locate("n1")[:1] == b"O"
+    core.handle(Op.EVICT, b"obj", None, 0)
+    assert core.relays == {}
+    core.close_shm()
+
+
 def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:
     """Margo (on the adapter double here) gets shared memory from the same core and base."""
     arr = np.arange(200_000, dtype=np.float64)

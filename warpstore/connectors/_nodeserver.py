@@ -45,12 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from warpstore.connectors.protocols import ConnectorMixin
-from warpstore.exceptions import StoreFullError
+from warpstore.exceptions import ConnectorError, StoreFullError
 from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
 from warpstore.server.direct import DirectArea, area_path
-from warpstore.server.protocol import Op, Status
+from warpstore.server.protocol import NO_DATA_TAG, Op, Status
 from warpstore.server.runtime import load_token
 from warpstore.server.spawn import (
     ServerInfo,
@@ -447,21 +447,68 @@ class NodeServerConnector(ConnectorMixin):
         ckey: bytes,
         lookup: Callable[[], BytesLike | None],
     ) -> BytesLike | None:
-        """The fetching rank (holding the object's lock): from the owner into this node."""
+        """The fetching rank (holding the object's lock): into this node, from the
+        owner or from another node's copy (the owner says which: see :meth:`_locate`)."""
         data = lookup()  # a sibling fetched it while we waited
         if data is not None:
             return data
-        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
-        if status != Status.OK:
+        object_id = key.object_id.encode()
+        where = self._locate(key, here)
+        if where is None:
             return None
+        tag, holder = where
+        frame: Any = None
+        if holder is not None:
+            try:
+                status, frame = self._client.request(holder, Op.RELAY, object_id)
+            except ConnectorError as e:  # died, hung or refused: the owner still has it
+                logger.debug("relay of %s from %s failed: %s", key.object_id, holder, e)
+                status = Status.NOT_FOUND
+            if status != Status.OK:
+                frame = None
+        if frame is None:
+            status, frame = self._client.request(key.address, Op.GET, object_id)
+            if status != Status.OK:
+                return None
         data = self._payload(frame)
         view = memoryview(data).cast("B")
         if view.nbytes >= shm.INLINE_MAX:
             try:
-                self._put_segment(here, directory, ckey, view, cache=True)
+                self._put_segment(here, directory, ckey, view, cache=True, relay=(object_id, tag))
             except Exception as e:  # full, say: the caller still gets its object
                 logger.debug("could not cache %s on this node: %s", key.object_id, e)
+            else:
+                if tag != NO_DATA_TAG:  # other nodes may fetch it from here now
+                    have = b"\0".join([object_id, here.encode(), b"".join(tag).hex().encode()])
+                    with contextlib.suppress(ConnectorError):
+                        self._client.request(key.address, Op.HAVE, have)
         return data
+
+    def _locate(self, key: Any, here: str) -> tuple[tuple[bytes, bytes], str | None] | None:
+        """Ask the owner where to fetch ``key`` from: ``(data tag, holder or None for the
+        owner itself)``, ``None`` if it is gone. While the owner already sends it to
+        as many nodes as it serves at once, wait (polling) until one of them holds it."""
+        blob = b"\0".join([key.object_id.encode(), here.encode()])
+        deadline = time.monotonic() + self.timeout
+        pause = 0.002
+        while True:
+            status, frame = self._client.request(key.address, Op.LOCATE, blob)
+            if status != Status.OK:
+                return None
+            reply = bytes(self._payload(frame))
+            kind, body = reply[:1], reply[1:]
+            if kind == b"W":
+                if time.monotonic() >= deadline:  # waited our whole timeout: the owner
+                    return NO_DATA_TAG, None
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.05)
+                continue
+            nonce, tag_len = len(NO_DATA_TAG[0]), sum(map(len, NO_DATA_TAG))
+            if kind not in (b"O", b"H") or len(body) < tag_len:
+                raise ConnectorError(f"malformed LOCATE reply from {key.address}")
+            tag = (body[:nonce], body[nonce:tag_len])
+            holder = body[tag_len:].decode("ascii") if kind == b"H" else None
+            return tag, holder
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
         payload = memoryview(self._payload(reply)).cast("B")
@@ -519,12 +566,23 @@ class NodeServerConnector(ConnectorMixin):
             )
 
     def _put_segment(
-        self, address: str, directory: Path, key: bytes, view: memoryview, cache: bool = False
+        self,
+        address: str,
+        directory: Path,
+        key: bytes,
+        view: memoryview,
+        cache: bool = False,
+        relay: tuple[bytes, tuple[bytes, bytes]] | None = None,
     ) -> None:
+        """Write ``view`` into a new segment and register it. ``cache``: a copy of another
+        node's object; ``relay``: its object id and data tag, so that this node's server
+        can send it on to other nodes (:meth:`ServerCore._relay`)."""
         self._refuse_oversized(address, key, view.nbytes)
         name = shm.write_segment(directory, [view])
         try:
             fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
+            if cache and relay is not None and relay[1] != NO_DATA_TAG:
+                fields += [relay[0], b"".join(relay[1]).hex().encode()]
             self._client.request(address, Op.PUT_SHM, b"\0".join(fields))
         except BaseException:
             shm.remove_segment(directory, name)  # a no-op once the server adopted it
