@@ -21,8 +21,10 @@ a put reuses segments that were evicted while no one mapped them.
 
 Broadcast (``--broadcast``): one producer puts a 64 MiB array; 4 simulated
 nodes (distinct host names, each with its own node server) x 4 ranks read it
-at once. Printed: how many transfers the owner served, and the whole read's
-time against one remote get.
+at once. Printed: how many transfers the owner served and how many the nodes
+relayed to each other (the owner sends to at most 2 nodes at a time and points
+the others at nodes that hold a copy), and the whole read's time against one
+remote get.
 
 Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
 processes, warpstore's node server next to raw redis-py against a local
@@ -325,7 +327,7 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
                 servers.append(c)
             os.environ.pop("WARPSTORE_HOSTNAME")
 
-            def read_at_once(ranks: int, cache: bool) -> float:
+            def read_at_once(ranks: int, cache: bool, key: Any = key) -> float:
                 ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
                 procs = [
                     ctx.Process(
@@ -350,11 +352,31 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
             # share its CPUs, so N transfers at once cost about N transfers' CPU time.
             # This row is that floor here (one rank per node, no cache).
             floor = read_at_once(1, cache=False)
-            gets_before = owner.server_status()["requests"].get("GET", 0)
+            # The same with relaying off: an owner (a simulated node of its own) that
+            # sends every node its copy itself, as before relaying.
+            os.environ.update(WARPSTORE_HOSTNAME="bcast-owner-norelay", WARPSTORE_RELAY_FANOUT="0")
+            plain = ZMQConnector(address="127.0.0.1", timeout=120)
+            plain.local_server()
+            servers.append(plain)
+            os.environ.pop("WARPSTORE_HOSTNAME")
+            os.environ.pop("WARPSTORE_RELAY_FANOUT")
+            with Store("bcast-norelay", plain, cache_size=0) as plain_store:
+                plain_key = plain_store.put(arr)
+                norelay = read_at_once(ranks, cache=True, key=plain_key)
+                plain_gets = plain.server_status()["requests"].get("GET", 0)
+            def caches() -> Any:
+                return np.array(
+                    [
+                        [c.server_status()["cache"][k] for k in ("fetched_bytes", "served_bytes")]
+                        + [c.server_status()["cache"]["relayed"]]
+                        for c in servers
+                    ]
+                ).sum(axis=0)
+
+            gets_before, caches_before = owner.server_status()["requests"].get("GET", 0), caches()
             whole = read_at_once(ranks, cache=True)
             transfers = owner.server_status()["requests"].get("GET", 0) - gets_before
-            fetched = sum(c.server_status()["cache"]["fetched_bytes"] for c in servers)
-            served = sum(c.server_status()["cache"]["served_bytes"] for c in servers)
+            fetched, served, relayed = (int(x) for x in caches() - caches_before)
             rows.append(("one remote get (no cache)", single_s, "1.00x"))
             rows.append(
                 (
@@ -366,10 +388,18 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
             )
             rows.append(
                 (
+                    f"{nodes} nodes x {ranks} ranks, node cache, no relay",
+                    norelay,
+                    f"{norelay / single_s:.2f}x one get; owner sent {plain_gets} transfers",
+                )
+            )
+            rows.append(
+                (
                     f"{nodes} nodes x {ranks} ranks read it at once",
                     whole,
-                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers; "
-                    f"nodes fetched {fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
+                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers, "
+                    f"nodes relayed {relayed} to each other; nodes fetched "
+                    f"{fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
                     "from their copies",
                 )
             )

@@ -790,6 +790,7 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.OK
     pointed = [locate(f"n{i}") for i in range(3, 3 + RELAY_FANOUT)]
     assert all(r[:1] == b"H" and r[29:] == b"n1" for r in pointed)
+    assert core.status()["cache"]["relay_pointed"] == RELAY_FANOUT
     # n1 served its share; n1 is done, so the owner has a slot again: n9 from the owner
     assert locate("n9")[:1] == b"O"
     assert locate("n10") == b"W"  # n2 and n9 are fetching from the owner
@@ -798,6 +799,22 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     assert locate("n1")[:1] == b"O"
     core.handle(Op.EVICT, b"obj", None, 0)
     assert core.relays == {}
+    core.close_shm()
+
+
+def test_relaying_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpstore.server.core import ServerCore
+    from warpstore.server.protocol import Status
+
+    monkeypatch.setenv("WARPSTORE_RELAY_FANOUT", "0")
+    core = ServerCore("owner", "node-a")
+    core.enable_shm(shm.ensure_private_dir(tmp_path / "seg"), secrets.token_bytes(32))
+    core.handle(Op.PUT, b"obj", b"x" * 100_000, 100_000)
+    replies = [core.handle(Op.LOCATE, b"obj\0n%d" % i, None, 0) for i in range(4)]
+    assert all(r.status == Status.OK and bytes(r.data)[:1] == b"O" for r in replies)
+    tag_hex = bytes(replies[0].data)[1:29].hex().encode()
+    core.handle(Op.HAVE, b"obj\0n0\0" + tag_hex, None, 0)
+    assert bytes(core.handle(Op.LOCATE, b"obj\0n5", None, 0).data)[:1] == b"O"
     core.close_shm()
 
 

@@ -501,7 +501,7 @@ class NodeServerConnector(ConnectorMixin):
                 if time.monotonic() >= deadline:  # waited our whole timeout: the owner
                     return NO_DATA_TAG, None
                 time.sleep(pause)
-                pause = min(pause * 1.5, 0.05)
+                pause = min(pause * 1.5, 0.01)
                 continue
             nonce, tag_len = len(NO_DATA_TAG[0]), sum(map(len, NO_DATA_TAG))
             if kind not in (b"O", b"H") or len(body) < tag_len:

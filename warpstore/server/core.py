@@ -74,7 +74,7 @@ logger = logging.getLogger("warpstore.server")
 
 __all__ = ["RELAY_FANOUT", "Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
 
-RELAY_FANOUT = 2  # nodes the owner, and each holder, sends one object to
+RELAY_FANOUT = 2  # nodes the owner (at a time), and each holder, send one object to
 RELAY_PENDING_S = 5.0  # a node's fetch that never said HAVE stops counting after this
 
 
@@ -236,6 +236,10 @@ class ServerCore:
     # relaying (owner side): object id -> its holders; (holder side) object id -> cache key
     relays: dict[bytes, _Relays] = field(default_factory=dict)
     relay_index: dict[bytes, bytes] = field(default_factory=dict)
+    # $WARPSTORE_RELAY_FANOUT=0: the owner sends every node its copy itself (no relaying)
+    relay_fanout: int = field(
+        default_factory=lambda: max(0, int(os.environ.get("WARPSTORE_RELAY_FANOUT", RELAY_FANOUT)))
+    )
     _sealer: DataSealer | None = None
 
     def __post_init__(self) -> None:
@@ -589,18 +593,22 @@ class ServerCore:
                 Status.NOT_FOUND
             )
         tag = self._data_tag(key, entry) or NO_DATA_TAG
+        if not self.relay_fanout:
+            return Reply(Status.OK, b"O" + b"".join(tag))
         state = self.relays.setdefault(key, _Relays())
         state.holders.pop(asking, None)  # asking again: its copy is gone
         now = time.monotonic()
         for node, since in list(state.pending.items()):
             if now - since > RELAY_PENDING_S or node == asking:
                 del state.pending[node]
-        for holder, served in state.holders.items():
-            if served < RELAY_FANOUT:
-                state.holders[holder] = served + 1
-                self.cache["relay_pointed"] += 1
-                return Reply(Status.OK, b"H" + b"".join(tag) + holder.encode())
-        if len(state.pending) >= RELAY_FANOUT:
+        fanout = self.relay_fanout
+        free = [(served, h) for h, served in state.holders.items() if served < fanout]
+        if free:  # the holder that sent it to the fewest nodes so far
+            served, holder = min(free)
+            state.holders[holder] = served + 1
+            self.cache["relay_pointed"] += 1
+            return Reply(Status.OK, b"H" + b"".join(tag) + holder.encode())
+        if fanout and len(state.pending) >= fanout:
             return Reply(Status.OK, b"W")
         state.pending[asking] = now
         return Reply(Status.OK, b"O" + b"".join(tag))
