@@ -760,7 +760,7 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     """LOCATE/HAVE/RELAY from the network: malformed keys are refused, a HAVE with
     another tag (an old value) is not registered, the fan-out is bounded, and an
     evict or a new value forgets every holder."""
-    from warpstore.server.core import RELAY_FANOUT, ServerCore
+    from warpstore.server.core import OWNER_SENDS_PER_FANOUT, RELAY_FANOUT, ServerCore
     from warpstore.server.protocol import NO_DATA_TAG, Status
 
     core = ServerCore("owner", "node-a")
@@ -782,18 +782,21 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     assert first[:1] == b"O"  # from the owner, with the object's (now fixed) data tag
     tag_hex = first[1:29].hex().encode()
     assert first[1:29] != b"".join(NO_DATA_TAG)
-    assert locate("n2")[:1] == b"O"
-    assert locate("n3") == b"W"  # the owner sends it to RELAY_FANOUT nodes at a time
+    at_once = OWNER_SENDS_PER_FANOUT * RELAY_FANOUT
+    assert all(locate(f"n{i}")[:1] == b"O" for i in range(2, at_once + 1))
+    assert locate("w1") == b"W"  # the owner is sending to as many as it sends at once
     stale = b"obj\0n1\0" + b"00" * 28
     assert core.handle(Op.HAVE, stale, None, 0).status == Status.NOT_FOUND
-    assert locate("n3") == b"W"
+    assert locate("w1") == b"W"
     assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.OK
-    pointed = [locate(f"n{i}") for i in range(3, 3 + RELAY_FANOUT)]
+    pointed = [locate(f"w{i}") for i in range(1, RELAY_FANOUT + 1)]
     assert all(r[:1] == b"H" and r[29:] == b"n1" for r in pointed)
     assert core.status()["cache"]["relay_pointed"] == RELAY_FANOUT
-    # n1 served its share; n1 is done, so the owner has a slot again: n9 from the owner
-    assert locate("n9")[:1] == b"O"
-    assert locate("n10") == b"W"  # n2 and n9 are fetching from the owner
+    # n1 sent its share; it is no longer fetching, so the owner has a slot again
+    assert locate("w9")[:1] == b"O"
+    assert locate("w10") == b"W"
+    core.handle(Op.HAVE, b"obj\0n2\0" + tag_hex, None, 0)
+    assert bytes(locate("w10"))[29:] == b"n2"  # a holder with room, before the owner
     core.handle(Op.PUT, b"obj", b"y" * 100_000, 100_000)  # a new value: holders forgotten
     assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.NOT_FOUND
     assert locate("n1")[:1] == b"O"

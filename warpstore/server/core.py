@@ -30,15 +30,16 @@ twice that. The pool is bounded (``$WARPSTORE_SHM_POOL`` bytes, default
 limit, counts against it: it is the first thing dropped when room is needed.
 
 Relaying between nodes (``LOCATE``/``HAVE``/``RELAY``): when many nodes fetch
-one object into their node caches, the owner sends it itself to at most
-:data:`RELAY_FANOUT` nodes at a time; a later node is pointed at a node that
-already holds a copy (each holder serves at most :data:`RELAY_FANOUT` others,
-binomial-tree style), so N nodes do not cost the owner's link N transfers in
-sequence. The owner hands out only holders that registered (``HAVE``) the
-object's current data tag, and forgets them when the object is evicted or
-replaced; a holder serves a copy with the producer's data tag, so the reader
-checks it as it would the owner's. A holder that fails or dropped its copy
-costs the reader one failed request, then it asks the owner.
+one object into their node caches, a node is pointed at a node that already
+holds a copy if one has room (each holder serves at most :data:`RELAY_FANOUT`
+others, ``$WARPSTORE_RELAY_FANOUT``, 0 = off), else the owner sends it itself,
+to at most 2 x :data:`RELAY_FANOUT` nodes at a time; the rest wait for a holder.
+So N nodes do not cost the owner's link N transfers in sequence: a tree. The
+owner hands out only holders that registered (``HAVE``) the object's current
+data tag, and forgets them when the object is evicted or replaced; a holder
+serves a copy with the producer's data tag, so the reader checks it as it
+would the owner's. A holder that fails or dropped its copy costs the reader
+one failed request, then it asks the owner.
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ logger = logging.getLogger("warpstore.server")
 
 __all__ = ["RELAY_FANOUT", "Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
 
-RELAY_FANOUT = 2  # nodes the owner (at a time), and each holder, send one object to
+RELAY_FANOUT = 2  # nodes each holder sends one object to
+# The owner sends an object to 2 x fanout nodes at once before it makes later ones wait for
+# a holder: waiting costs a copy's transfer plus its fill into the holder's shared memory
+# (new tmpfs pages, slower than a fast NIC), so it pays only once the owner's link is busy.
+OWNER_SENDS_PER_FANOUT = 2
 RELAY_PENDING_S = 5.0  # a node's fetch that never said HAVE stops counting after this
 
 
@@ -577,7 +582,7 @@ class ServerCore:
 
         The reply is ``b"O"`` + the data tag (from us), ``b"H"`` + the data tag +
         a holder's address (from that node's copy), or ``b"W"`` (we already send
-        it to :data:`RELAY_FANOUT` nodes: ask again once one of them has it).
+        it to as many nodes as we send to at once: ask again once one has it).
         """
         try:
             key, asking_b = bytes(blob).split(b"\0")
@@ -608,7 +613,7 @@ class ServerCore:
             state.holders[holder] = served + 1
             self.cache["relay_pointed"] += 1
             return Reply(Status.OK, b"H" + b"".join(tag) + holder.encode())
-        if fanout and len(state.pending) >= fanout:
+        if fanout and len(state.pending) >= OWNER_SENDS_PER_FANOUT * fanout:
             return Reply(Status.OK, b"W")
         state.pending[asking] = now
         return Reply(Status.OK, b"O" + b"".join(tag))
