@@ -432,10 +432,15 @@ class NodeServerConnector(ConnectorMixin):
                     if data is not None:
                         return data
                     continue  # its fetch failed or was not cached: fetch it ourselves
+                have: list[bytes] = []
                 try:
-                    return self._fetch_into_cache(key, here, directory, ckey, lookup)
+                    return self._fetch_into_cache(key, here, directory, ckey, lookup, have)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    # after the node's ranks were let go: they need not wait for the owner
+                    for blob in have:  # our copy is in place: other nodes may fetch it here
+                        with contextlib.suppress(ConnectorError):
+                            self._client.request(key.address, Op.HAVE, blob)
         finally:
             os.close(fd)
 
@@ -446,9 +451,11 @@ class NodeServerConnector(ConnectorMixin):
         directory: Path,
         ckey: bytes,
         lookup: Callable[[], BytesLike | None],
+        have: list[bytes],
     ) -> BytesLike | None:
         """The fetching rank (holding the object's lock): into this node, from the
-        owner or from another node's copy (the owner says which: see :meth:`_locate`)."""
+        owner or from another node's copy (the owner says which: see :meth:`_locate`).
+        Appends to ``have`` the ``HAVE`` to send the owner once the lock is released."""
         data = lookup()  # a sibling fetched it while we waited
         if data is not None:
             return data
@@ -478,10 +485,9 @@ class NodeServerConnector(ConnectorMixin):
             except Exception as e:  # full, say: the caller still gets its object
                 logger.debug("could not cache %s on this node: %s", key.object_id, e)
             else:
-                if tag != NO_DATA_TAG:  # other nodes may fetch it from here now
-                    have = b"\0".join([object_id, here.encode(), b"".join(tag).hex().encode()])
-                    with contextlib.suppress(ConnectorError):
-                        self._client.request(key.address, Op.HAVE, have)
+                if tag != NO_DATA_TAG:
+                    tag_hex = b"".join(tag).hex().encode()
+                    have.append(b"\0".join([object_id, here.encode(), tag_hex]))
         return data
 
     def _locate(self, key: Any, here: str) -> tuple[tuple[bytes, bytes], str | None] | None:
