@@ -145,6 +145,26 @@ def test_a_mapped_segment_is_never_recycled(tmp_path: Path) -> None:
     view.close()
 
 
+def test_a_reserved_segment_is_filled_in_place_or_left_nowhere(tmp_path: Path) -> None:
+    """A node fetching a copy allocates its segment while the data travels: the fill
+    writes into those pages; a reservation of another size, or an unused one, is gone."""
+    from warpstore.connectors._nodeserver import _Reservation
+
+    data = os.urandom(200_000)
+    reserving = _Reservation(tmp_path, len(data))
+    reserved = reserving.take(len(data))
+    assert reserved is not None and _segments(tmp_path) == [reserved[0]]
+    name = shm.write_segment(tmp_path, [data], reserved)
+    assert name == reserved[0]
+    st = os.stat(tmp_path / name)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == len(data)
+    assert (tmp_path / name).read_bytes() == data
+    shm.remove_segment(tmp_path, name)
+    assert _Reservation(tmp_path, 300_000).take(len(data)) is None  # another size arrived
+    _Reservation(tmp_path, 300_000).discard()  # the fetch failed
+    assert _segments(tmp_path) == []
+
+
 def test_a_reader_never_opens_a_segment_being_recycled(tmp_path: Path) -> None:
     import fcntl
 
@@ -790,13 +810,14 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     assert locate("w1") == b"W"
     assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.OK
     pointed = [locate(f"w{i}") for i in range(1, RELAY_FANOUT + 1)]
-    assert all(r[:1] == b"H" and r[29:] == b"n1" for r in pointed)
+    assert all(r[:1] == b"H" and r[37:] == b"n1" for r in pointed)
+    assert all(int.from_bytes(r[29:37], "little") == 100_000 for r in pointed)
     assert core.status()["cache"]["relay_pointed"] == RELAY_FANOUT
     # n1 sent its share; it is no longer fetching, so the owner has a slot again
     assert locate("w9")[:1] == b"O"
     assert locate("w10") == b"W"
     core.handle(Op.HAVE, b"obj\0n2\0" + tag_hex, None, 0)
-    assert bytes(locate("w10"))[29:] == b"n2"  # a holder with room, before the owner
+    assert bytes(locate("w10"))[37:] == b"n2"  # a holder with room, before the owner
     core.handle(Op.PUT, b"obj", b"y" * 100_000, 100_000)  # a new value: holders forgotten
     assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.NOT_FOUND
     assert locate("n1")[:1] == b"O"

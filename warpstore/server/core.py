@@ -50,6 +50,7 @@ import logging
 import mmap
 import os
 import shutil
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -76,6 +77,7 @@ logger = logging.getLogger("warpstore.server")
 __all__ = ["RELAY_FANOUT", "Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
 
 RELAY_FANOUT = 2  # nodes each holder sends one object to
+_SIZE = struct.Struct("<Q")  # an object's size in LOCATE replies
 # The owner sends an object to 2 x fanout nodes at once before it makes later ones wait for
 # a holder: waiting costs a copy's transfer plus its fill into the holder's shared memory
 # (new tmpfs pages, slower than a fast NIC), so it pays only once the owner's link is busy.
@@ -580,9 +582,10 @@ class ServerCore:
     def _locate(self, blob: bytes) -> Reply:
         """Owner: where the node server ``asking`` should fetch object ``key`` from.
 
-        The reply is ``b"O"`` + the data tag (from us), ``b"H"`` + the data tag +
-        a holder's address (from that node's copy), or ``b"W"`` (we already send
-        it to as many nodes as we send to at once: ask again once one has it).
+        The reply is ``b"O"`` + the data tag + the size (u64; from us), ``b"H"`` +
+        the data tag + the size + a holder's address (from that node's copy), or
+        ``b"W"`` (we already send it to as many nodes as we send to at once: ask
+        again once one has it).
         """
         try:
             key, asking_b = bytes(blob).split(b"\0")
@@ -594,12 +597,13 @@ class ServerCore:
         entry = self.table.entries.get(key)
         if entry is None:
             found = self.direct is not None and self.direct.exists(key, count=False)
-            return Reply(Status.OK, b"O" + b"".join(NO_DATA_TAG)) if found else Reply(
-                Status.NOT_FOUND
-            )
+            small = b"O" + b"".join(NO_DATA_TAG) + _SIZE.pack(0)  # size 0: not said
+            return Reply(Status.OK, small) if found else Reply(Status.NOT_FOUND)
         tag = self._data_tag(key, entry) or NO_DATA_TAG
+        # the size lets the reader allocate its copy's pages while the data travels
+        tag_size = b"".join(tag) + _SIZE.pack(entry.nbytes)
         if not self.relay_fanout:
-            return Reply(Status.OK, b"O" + b"".join(tag))
+            return Reply(Status.OK, b"O" + tag_size)
         state = self.relays.setdefault(key, _Relays())
         state.holders.pop(asking, None)  # asking again: its copy is gone
         now = time.monotonic()
@@ -612,11 +616,11 @@ class ServerCore:
             served, holder = min(free)
             state.holders[holder] = served + 1
             self.cache["relay_pointed"] += 1
-            return Reply(Status.OK, b"H" + b"".join(tag) + holder.encode())
+            return Reply(Status.OK, b"H" + tag_size + holder.encode())
         if fanout and len(state.pending) >= OWNER_SENDS_PER_FANOUT * fanout:
             return Reply(Status.OK, b"W")
         state.pending[asking] = now
-        return Reply(Status.OK, b"O" + b"".join(tag))
+        return Reply(Status.OK, b"O" + tag_size)
 
     def _have(self, blob: bytes) -> Reply:
         """Owner: node server ``holder`` now holds a copy of ``key`` with data tag ``tag``
