@@ -823,6 +823,17 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
     assert locate("n1")[:1] == b"O"
     core.handle(Op.EVICT, b"obj", None, 0)
     assert core.relays == {}
+    # holder side: a copy registered for relaying is sent with its tag, until dropped
+    copy = shm.write_segment(core.shm_dir, [b"c" * 100_000])
+    fill = [b"cache-x", copy.encode(), b"100000", b"cache", b"obj", tag_hex]
+    assert core.handle(Op.PUT_SHM, b"\0".join(fill), None, 0).status == Status.OK
+    relayed = core.handle(Op.RELAY, b"obj", None, 0)
+    assert relayed.status == Status.OK and relayed.tag == (first[1:13], first[13:29])
+    bad_fill = [b"cache-y", copy.encode(), b"100000", b"cache", b"obj", b"zz"]
+    assert core.handle(Op.PUT_SHM, b"\0".join(bad_fill), None, 0).status == Status.BAD_REQUEST
+    core.handle(Op.EVICT, b"cache-x", None, 0)
+    assert core.relay_index == {}
+    assert core.handle(Op.RELAY, b"obj", None, 0).status == Status.NOT_FOUND
     core.close_shm()
 
 

@@ -104,6 +104,7 @@ class Entry:
     segment: str | None = None  # name of its shared-memory segment, if it has one
     cached: bool = False  # a node-local copy of another node's object: dropped first
     tag: tuple[bytes, bytes] | None = None  # the producer's data tag, sent with every GET
+    relay_id: bytes | None = None  # a node-local copy others may fetch: the object's id
 
 
 @dataclass
@@ -304,6 +305,8 @@ class ServerCore:
                 directory.rmdir()
 
     def _dropped(self, entry: Entry) -> None:
+        if entry.relay_id is not None:  # no longer sent on to other nodes
+            self.relay_index.pop(entry.relay_id, None)
         if not entry.segment or self.shm_dir is None:
             return
         if (
@@ -531,6 +534,7 @@ class ServerCore:
             self.relays.pop(key, None)
         elif relay is not None:
             self.relay_index[relay[0]] = key
+            self.table.entries[key].relay_id = relay[0]
         if cached:  # not a put of this node's: counted as a cache fill, not a PUT_SHM
             self.requests["PUT_SHM"] -= 1
             self.requests["CACHE_FILL"] += 1
