@@ -431,7 +431,9 @@ class NodeServerConnector(ConnectorMixin):
         evicted object is never served from a stale copy. Ranks that miss at
         once meet at a per-object file lock: one takes it exclusively and
         fetches, the others wait on it shared and then all map the copy at
-        once; so the owner sends each object to each node once.
+        once; so each node fetches each object once, from the owner or, when
+        the owner says so, from a node that holds a copy (relaying: see
+        :mod:`warpstore.server.core`).
         """
         here, directory = local["address"], Path(local["shm_dir"])
         ckey = self._cache_key(key)
@@ -504,7 +506,9 @@ class NodeServerConnector(ConnectorMixin):
         if where is None:
             return None
         tag, holder, size = where
-        reserving = _Reservation(directory, size) if size >= shm.INLINE_MAX else None
+        limit = (self._local_info() or {}).get("memory_limit")
+        fits = limit is None or size <= limit  # else the fill is refused: reserve nothing
+        reserving = _Reservation(directory, size) if size >= shm.INLINE_MAX and fits else None
         try:
             frame: Any = None
             if holder is not None:
