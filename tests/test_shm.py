@@ -755,6 +755,43 @@ def test_nodes_relay_copies_so_the_owner_sends_fewer_than_one_per_node(
     owner.close()
 
 
+def test_nodes_reading_at_once_wait_for_holders_instead_of_the_owner(
+    runtime: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fan-out 1: the owner sends to 2 nodes at once; 4 nodes that all miss at once cannot
+    all be served by it (in any order, one of them gets a holder's copy)."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("WARPSTORE_RELAY_FANOUT", "1")  # the owner's server, started below
+    owner = _connect(transport)
+    arr = np.arange(300_000, dtype=np.float64)
+    with Store(f"wait-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        monkeypatch.delenv("WARPSTORE_RELAY_FANOUT")
+        code = _reader_code(transport, key)
+        module, cls = ("ucx", "UCXConnector") if transport == "ucx" else ("zmq", "ZMQConnector")
+        start = f"from warpstore.connectors.{module} import {cls}\n{cls}(timeout=10).local_server()"
+        nodes = [f"node-w{i}" for i in range(4)]
+        for node in nodes:  # each node's server first, so that the readers start together
+            run_python(start, {"WARPSTORE_HOSTNAME": node})
+        argv = [sys.executable, "-c", code]
+        procs = [
+            subprocess.Popen(
+                argv, env={**os.environ, "WARPSTORE_HOSTNAME": n}, stdout=subprocess.PIPE, text=True
+            )
+            for n in nodes
+        ]
+        outs = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        gets = c_requests(owner, "GET")
+        finals = [owner.server_status(o["status"]["address"])["cache"] for o in outs]
+        assert gets < len(nodes) and sum(f["relayed"] for f in finals) == len(nodes) - gets
+        assert all(f["relayed"] <= 1 for f in finals)
+    owner.close()
+
+
 def test_a_dead_holder_sends_the_reader_back_to_the_owner(runtime: Path, transport: str) -> None:
     import json
 
