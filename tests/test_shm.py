@@ -829,6 +829,10 @@ def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> 
         assert core.handle(Op.HAVE, bad, None, 0).status == Status.BAD_REQUEST
     assert core.handle(Op.RELAY, b"nothing", None, 0).status == Status.NOT_FOUND
     assert core.handle(Op.LOCATE, b"gone\0n1", None, 0).status == Status.NOT_FOUND
+    core.handle(Op.PUT, b"tiny", b"t" * 100, 100)  # never cached: sent in the LOCATE reply
+    gets = core.requests["GET"]
+    tiny = core.handle(Op.LOCATE, b"tiny\0n1", None, 0)
+    assert bytes(tiny.data) == b"D" + b"t" * 100 and core.requests["GET"] == gets + 1
 
     def locate(node: str) -> bytes:
         reply = core.handle(Op.LOCATE, b"obj\0" + node.encode(), None, 0)

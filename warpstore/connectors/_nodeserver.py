@@ -505,6 +505,8 @@ class NodeServerConnector(ConnectorMixin):
         where = self._locate(key, here)
         if where is None:
             return None
+        if isinstance(where, bytearray):  # a small object, sent at once: not cached
+            return where
         tag, holder, size = where
         limit = (self._local_info() or {}).get("memory_limit")
         fits = limit is None or size <= limit  # else the fill is refused: reserve nothing
@@ -541,9 +543,12 @@ class NodeServerConnector(ConnectorMixin):
                     have.append(b"\0".join([object_id, here.encode(), tag_hex]))
         return data
 
-    def _locate(self, key: Any, here: str) -> tuple[tuple[bytes, bytes], str | None, int] | None:
+    def _locate(
+        self, key: Any, here: str
+    ) -> tuple[tuple[bytes, bytes], str | None, int] | bytearray | None:
         """Ask the owner where to fetch ``key`` from: ``(data tag, holder or None for the
-        owner itself, size or 0)``, ``None`` if it is gone. While the owner already sends it to
+        owner itself, size or 0)``, the object itself if it is small, ``None`` if it
+        is gone. While the owner already sends it to
         as many nodes as it serves at once, wait (polling) until one of them holds it."""
         blob = b"\0".join([key.object_id.encode(), here.encode()])
         deadline = time.monotonic() + self.timeout
@@ -552,7 +557,10 @@ class NodeServerConnector(ConnectorMixin):
             status, frame = self._client.request(key.address, Op.LOCATE, blob)
             if status != Status.OK:
                 return None
-            reply = bytes(self._payload(frame))
+            payload = memoryview(self._payload(frame)).cast("B")
+            if payload.nbytes and payload[0] == ord("D"):
+                return bytearray(payload[1:])
+            reply = bytes(payload)
             kind, body = reply[:1], reply[1:]
             if kind == b"W":
                 if time.monotonic() >= deadline:  # waited our whole timeout: the owner

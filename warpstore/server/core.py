@@ -587,9 +587,10 @@ class ServerCore:
         """Owner: where the node server ``asking`` should fetch object ``key`` from.
 
         The reply is ``b"O"`` + the data tag + the size (u64; from us), ``b"H"`` +
-        the data tag + the size + a holder's address (from that node's copy), or
+        the data tag + the size + a holder's address (from that node's copy),
         ``b"W"`` (we already send it to as many nodes as we send to at once: ask
-        again once one has it).
+        again once one has it), or, for an object under :data:`shm.INLINE_MAX`
+        (never cached), ``b"D"`` + the object itself, as a GET would send it.
         """
         try:
             key, asking_b = bytes(blob).split(b"\0")
@@ -599,10 +600,18 @@ class ServerCore:
         if not key or not asking:
             return self._bad("LOCATE needs an object id and the asking server")
         entry = self.table.entries.get(key)
+        small: bytes | bytearray | None = None
+        if entry is None and self.direct is not None:
+            small = self.direct.get(key, count=False)
+        elif entry is not None and entry.nbytes < shm.INLINE_MAX:
+            small = bytes(entry.data)
+        if small is not None:  # too small to cache or relay: here it is, one round trip
+            self.requests["LOCATE"] -= 1  # counted as what it is, a GET
+            self.requests["GET"] += 1
+            self.bytes_out += len(small)
+            return Reply(Status.OK, b"D" + small)
         if entry is None:
-            found = self.direct is not None and self.direct.exists(key, count=False)
-            small = b"O" + b"".join(NO_DATA_TAG) + _SIZE.pack(0)  # size 0: not said
-            return Reply(Status.OK, small) if found else Reply(Status.NOT_FOUND)
+            return Reply(Status.NOT_FOUND)
         tag = self._data_tag(key, entry) or NO_DATA_TAG
         # the size lets the reader allocate its copy's pages while the data travels
         tag_size = b"".join(tag) + _SIZE.pack(entry.nbytes)
