@@ -21,8 +21,11 @@ a put reuses segments that were evicted while no one mapped them.
 
 Broadcast (``--broadcast``): one producer puts a 64 MiB array; 4 simulated
 nodes (distinct host names, each with its own node server) x 4 ranks read it
-at once. Printed: how many transfers the owner served, and the whole read's
-time against one remote get.
+at once. Printed: how many transfers the owner served and how many the nodes
+relayed to each other, and the whole read's time against one remote get; by
+default the owner sends to 4 nodes at once before later ones wait for a node
+holding a copy, so here the owner sends all 4; rows with relaying off and
+with a fan-out of 1 (the owner sends 2, the holders 1 each) are next to it.
 
 Small operations: 1 KiB put+get pairs per second with 1, 4 and 8 client
 processes, warpstore's node server next to raw redis-py against a local
@@ -342,7 +345,7 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
                 servers.append(c)
             os.environ.pop("WARPSTORE_HOSTNAME")
 
-            def read_at_once(ranks: int, cache: bool) -> float:
+            def read_at_once(ranks: int, cache: bool, key: Any = key) -> float:
                 ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
                 procs = [
                     ctx.Process(
@@ -367,11 +370,38 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
             # share its CPUs, so N transfers at once cost about N transfers' CPU time.
             # This row is that floor here (one rank per node, no cache).
             floor = read_at_once(1, cache=False)
-            gets_before = owner.server_status()["requests"].get("GET", 0)
+            # The same from owners (simulated nodes of their own) with relaying off (each
+            # node gets its copy from the owner, as before relaying) and with a fan-out of
+            # 1 (the owner sends to 2 nodes at once, the other 2 get a holder's copy).
+            others: dict[str, tuple[float, int]] = {}
+            for fanout in ("0", "1"):
+                os.environ.update(
+                    WARPSTORE_HOSTNAME=f"bcast-owner-fanout{fanout}",
+                    WARPSTORE_RELAY_FANOUT=fanout,
+                )
+                other = ZMQConnector(address="127.0.0.1", timeout=120)
+                other.local_server()
+                servers.append(other)
+                os.environ.pop("WARPSTORE_HOSTNAME")
+                os.environ.pop("WARPSTORE_RELAY_FANOUT")
+                with Store(f"bcast-fanout{fanout}", other, cache_size=0) as other_store:
+                    other_key = other_store.put(arr)
+                    t = read_at_once(ranks, cache=True, key=other_key)
+                    others[fanout] = t, other.server_status()["requests"].get("GET", 0)
+
+            def caches() -> Any:
+                return np.array(
+                    [
+                        [c.server_status()["cache"][k] for k in ("fetched_bytes", "served_bytes")]
+                        + [c.server_status()["cache"]["relayed"]]
+                        for c in servers
+                    ]
+                ).sum(axis=0)
+
+            gets_before, caches_before = owner.server_status()["requests"].get("GET", 0), caches()
             whole = read_at_once(ranks, cache=True)
             transfers = owner.server_status()["requests"].get("GET", 0) - gets_before
-            fetched = sum(c.server_status()["cache"]["fetched_bytes"] for c in servers)
-            served = sum(c.server_status()["cache"]["served_bytes"] for c in servers)
+            fetched, served, relayed = (int(x) for x in caches() - caches_before)
             rows.append(("one remote get (no cache)", single_s, "1.00x"))
             rows.append(
                 (
@@ -381,12 +411,22 @@ def broadcast(size: int, nodes: int = 4, ranks: int = 4) -> list[tuple[str, floa
                     "this host's shared CPUs",
                 )
             )
+            for fanout, label in (("0", "no relay"), ("1", "relay fan-out 1")):
+                t, gets = others[fanout]
+                rows.append(
+                    (
+                        f"{nodes} nodes x {ranks} ranks, node cache, {label}",
+                        t,
+                        f"{t / single_s:.2f}x one get; owner sent {gets} transfers",
+                    )
+                )
             rows.append(
                 (
-                    f"{nodes} nodes x {ranks} ranks read it at once",
+                    f"{nodes} nodes x {ranks} ranks at once (default: fan-out 2)",
                     whole,
-                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers; "
-                    f"nodes fetched {fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
+                    f"{whole / single_s:.2f}x one get; owner sent {transfers} transfers, "
+                    f"nodes relayed {relayed} to each other; nodes fetched "
+                    f"{fetched / 2**20:.0f} MiB, served {served / 2**20:.0f} MiB "
                     "from their copies",
                 )
             )
@@ -422,7 +462,7 @@ def main() -> None:
         if args.broadcast:
             print(f"\nbroadcast of a {args.broadcast_size} array (ms)")
             for name, t, note in broadcast(parse_size(args.broadcast_size)):
-                print(f"  {name:<44} {fmt_ms(t)} ms  {note}")
+                print(f"  {name:<50} {fmt_ms(t)} ms  {note}")
         if not args.no_small:
             print(f"\n1 KiB put+get(+evict) pairs per second (median of {args.small_rounds})")
             clients = [int(n) for n in args.clients.split(",")]

@@ -145,6 +145,26 @@ def test_a_mapped_segment_is_never_recycled(tmp_path: Path) -> None:
     view.close()
 
 
+def test_a_reserved_segment_is_filled_in_place_or_left_nowhere(tmp_path: Path) -> None:
+    """A node fetching a copy allocates its segment while the data travels: the fill
+    writes into those pages; a reservation of another size, or an unused one, is gone."""
+    from warpstore.connectors._nodeserver import _Reservation
+
+    data = os.urandom(200_000)
+    reserving = _Reservation(tmp_path, len(data))
+    reserved = reserving.take(len(data))
+    assert reserved is not None and _segments(tmp_path) == [reserved[0]]
+    name = shm.write_segment(tmp_path, [data], reserved)
+    assert name == reserved[0]
+    st = os.stat(tmp_path / name)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == len(data)
+    assert (tmp_path / name).read_bytes() == data
+    shm.remove_segment(tmp_path, name)
+    assert _Reservation(tmp_path, 300_000).take(len(data)) is None  # another size arrived
+    _Reservation(tmp_path, 300_000).discard()  # the fetch failed
+    assert _segments(tmp_path) == []
+
+
 def test_a_reader_never_opens_a_segment_being_recycled(tmp_path: Path) -> None:
     import fcntl
 
@@ -692,6 +712,186 @@ def test_get_batch_uses_the_node_cache_like_get(runtime: Path, transport: str) -
     after = json.loads(run_python(code, node_b))
     assert after["sizes"] == [None, 100, None]  # never a stale copy
     owner.close()
+
+
+def _reader_code(transport: str, key: Any) -> str:
+    ucx = ("ucx", "UCXConnector", "UCXKey")
+    module, cls, keycls = ucx if transport == "ucx" else ("zmq", "ZMQConnector", "ZMQKey")
+    return READER.format(module=module, cls=cls, keycls=keycls, key=key)
+
+
+def test_nodes_relay_copies_so_the_owner_sends_fewer_than_one_per_node(
+    runtime: Path, transport: str
+) -> None:
+    """4 nodes read one object one after another: the owner sends it once, the others
+    get it from nodes that hold a copy (each holder sends it to at most 2 nodes), with
+    the producer's data tag checked at each reader; evict at the owner ends it all."""
+    import json
+
+    from warpstore.server.core import RELAY_FANOUT
+
+    owner = _connect(transport)
+    arr = np.arange(250_000, dtype=np.float64)
+    with Store(f"relay-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        code = _reader_code(transport, key)
+        nodes = [f"node-r{i}" for i in range(4)]
+        outs = [json.loads(run_python(code, {"WARPSTORE_HOSTNAME": n})) for n in nodes]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        assert c_requests(owner, "GET") == 1 < len(nodes)  # the first node's fetch only
+        assert c_requests(owner, "LOCATE") == len(nodes)
+        relayed = [o["status"]["cache"]["relayed"] for o in outs]  # as each reader left it
+        finals = [owner.server_status(o["status"]["address"])["cache"] for o in outs]
+        assert sum(f["relayed"] for f in finals) == len(nodes) - 1
+        assert max(f["relayed"] for f in finals) <= RELAY_FANOUT
+        assert all(f["fetched"] == 1 for f in finals)  # every node holds its own copy
+        assert relayed[0] == 0  # nobody had it before the first node
+
+        store.evict(key)  # at the owner: no node serves it, no node is pointed anywhere
+        again = [json.loads(run_python(code, {"WARPSTORE_HOSTNAME": n})) for n in nodes[1:3]]
+        fresh = json.loads(run_python(code, {"WARPSTORE_HOSTNAME": "node-r9"}))
+        assert [o["value"] for o in (*again, fresh)] == [None] * 3
+        assert c_requests(owner, "GET") == 1
+    owner.close()
+
+
+def test_nodes_reading_at_once_wait_for_holders_instead_of_the_owner(
+    runtime: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fan-out 1: the owner sends to 2 nodes at once; 4 nodes that all miss at once cannot
+    all be served by it (in any order, one of them gets a holder's copy)."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("WARPSTORE_RELAY_FANOUT", "1")  # the owner's server, started below
+    owner = _connect(transport)
+    arr = np.arange(300_000, dtype=np.float64)
+    with Store(f"wait-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        monkeypatch.delenv("WARPSTORE_RELAY_FANOUT")
+        code = _reader_code(transport, key)
+        module, cls = ("ucx", "UCXConnector") if transport == "ucx" else ("zmq", "ZMQConnector")
+        start = f"from warpstore.connectors.{module} import {cls}\n{cls}(timeout=10).local_server()"
+        nodes = [f"node-w{i}" for i in range(4)]
+        for node in nodes:  # each node's server first, so that the readers start together
+            run_python(start, {"WARPSTORE_HOSTNAME": node})
+        argv = [sys.executable, "-c", code]
+        procs = [
+            subprocess.Popen(
+                argv, env={**os.environ, "WARPSTORE_HOSTNAME": n}, stdout=subprocess.PIPE, text=True
+            )
+            for n in nodes
+        ]
+        outs = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
+        assert [o["value"] for o in outs] == [float(arr.sum())] * 4
+        gets = c_requests(owner, "GET")
+        finals = [owner.server_status(o["status"]["address"])["cache"] for o in outs]
+        assert gets < len(nodes) and sum(f["relayed"] for f in finals) == len(nodes) - gets
+        assert all(f["relayed"] <= 1 for f in finals)
+    owner.close()
+
+
+def test_a_dead_holder_sends_the_reader_back_to_the_owner(runtime: Path, transport: str) -> None:
+    import json
+
+    owner = _connect(transport)
+    arr = np.arange(200_000, dtype=np.float64)
+    with Store(f"dead-{transport}", owner, cache_size=0) as store:
+        key = store.put(arr)
+        code = _reader_code(transport, key)
+        first = json.loads(run_python(code, {"WARPSTORE_HOSTNAME": "node-h"}))
+        holder = first["status"]["address"]
+        owner.stop_server(holder)  # node h's server (and its copy) is gone
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(first["status"]["pid"]):
+            time.sleep(0.02)
+        out = run_python(code, {"WARPSTORE_HOSTNAME": "node-i"})
+        second = json.loads(out.splitlines()[-1])  # UCX logs the dead peer to stdout first
+        assert second["value"] == float(arr.sum())  # pointed at node h, then the owner
+        assert c_requests(owner, "LOCATE") == 2 and c_requests(owner, "GET") == 2
+    owner.close()
+
+
+def test_relay_messages_are_checked_and_never_crash_the_core(tmp_path: Path) -> None:
+    """LOCATE/HAVE/RELAY from the network: malformed keys are refused, a HAVE with
+    another tag (an old value) is not registered, the fan-out is bounded, and an
+    evict or a new value forgets every holder."""
+    from warpstore.server.core import OWNER_SENDS_PER_FANOUT, RELAY_FANOUT, ServerCore
+    from warpstore.server.protocol import NO_DATA_TAG, Status
+
+    core = ServerCore("owner", "node-a")
+    core.enable_shm(shm.ensure_private_dir(tmp_path / "seg"), secrets.token_bytes(32))
+    assert core.handle(Op.PUT, b"obj", b"x" * 100_000, 100_000).status == Status.OK
+    for bad in (b"", b"obj", b"obj\0", b"\0node", b"obj\0a\0b", b"\xff\0\xff"):
+        assert core.handle(Op.LOCATE, bad, None, 0).status == Status.BAD_REQUEST
+    for bad in (b"", b"obj\0n1", b"obj\0n1\0zz", b"obj\0n1\0" + b"00" * 27):
+        assert core.handle(Op.HAVE, bad, None, 0).status == Status.BAD_REQUEST
+    assert core.handle(Op.RELAY, b"nothing", None, 0).status == Status.NOT_FOUND
+    assert core.handle(Op.LOCATE, b"gone\0n1", None, 0).status == Status.NOT_FOUND
+    core.handle(Op.PUT, b"tiny", b"t" * 100, 100)  # never cached: sent in the LOCATE reply
+    gets = core.requests["GET"]
+    tiny = core.handle(Op.LOCATE, b"tiny\0n1", None, 0)
+    assert bytes(tiny.data) == b"D" + b"t" * 100 and core.requests["GET"] == gets + 1
+
+    def locate(node: str) -> bytes:
+        reply = core.handle(Op.LOCATE, b"obj\0" + node.encode(), None, 0)
+        assert reply.status == Status.OK
+        return bytes(reply.data)
+
+    first = locate("n1")
+    assert first[:1] == b"O"  # from the owner, with the object's (now fixed) data tag
+    tag_hex = first[1:29].hex().encode()
+    assert first[1:29] != b"".join(NO_DATA_TAG)
+    at_once = OWNER_SENDS_PER_FANOUT * RELAY_FANOUT
+    assert all(locate(f"n{i}")[:1] == b"O" for i in range(2, at_once + 1))
+    assert locate("w1") == b"W"  # the owner is sending to as many as it sends at once
+    stale = b"obj\0n1\0" + b"00" * 28
+    assert core.handle(Op.HAVE, stale, None, 0).status == Status.NOT_FOUND
+    assert locate("w1") == b"W"
+    assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.OK
+    pointed = [locate(f"w{i}") for i in range(1, RELAY_FANOUT + 1)]
+    assert all(r[:1] == b"H" and r[37:] == b"n1" for r in pointed)
+    assert all(int.from_bytes(r[29:37], "little") == 100_000 for r in pointed)
+    assert core.status()["cache"]["relay_pointed"] == RELAY_FANOUT
+    # n1 sent its share; it is no longer fetching, so the owner has a slot again
+    assert locate("w9")[:1] == b"O"
+    assert locate("w10") == b"W"
+    core.handle(Op.HAVE, b"obj\0n2\0" + tag_hex, None, 0)
+    assert bytes(locate("w10"))[37:] == b"n2"  # a holder with room, before the owner
+    core.handle(Op.PUT, b"obj", b"y" * 100_000, 100_000)  # a new value: holders forgotten
+    assert core.handle(Op.HAVE, b"obj\0n1\0" + tag_hex, None, 0).status == Status.NOT_FOUND
+    assert locate("n1")[:1] == b"O"
+    core.handle(Op.EVICT, b"obj", None, 0)
+    assert core.relays == {}
+    # holder side: a copy registered for relaying is sent with its tag, until dropped
+    copy = shm.write_segment(core.shm_dir, [b"c" * 100_000])
+    fill = [b"cache-x", copy.encode(), b"100000", b"cache", b"obj", tag_hex]
+    assert core.handle(Op.PUT_SHM, b"\0".join(fill), None, 0).status == Status.OK
+    relayed = core.handle(Op.RELAY, b"obj", None, 0)
+    assert relayed.status == Status.OK and relayed.tag == (first[1:13], first[13:29])
+    bad_fill = [b"cache-y", copy.encode(), b"100000", b"cache", b"obj", b"zz"]
+    assert core.handle(Op.PUT_SHM, b"\0".join(bad_fill), None, 0).status == Status.BAD_REQUEST
+    core.handle(Op.EVICT, b"cache-x", None, 0)
+    assert core.relay_index == {}
+    assert core.handle(Op.RELAY, b"obj", None, 0).status == Status.NOT_FOUND
+    core.close_shm()
+
+
+def test_relaying_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpstore.server.core import ServerCore
+    from warpstore.server.protocol import Status
+
+    monkeypatch.setenv("WARPSTORE_RELAY_FANOUT", "0")
+    core = ServerCore("owner", "node-a")
+    core.enable_shm(shm.ensure_private_dir(tmp_path / "seg"), secrets.token_bytes(32))
+    core.handle(Op.PUT, b"obj", b"x" * 100_000, 100_000)
+    replies = [core.handle(Op.LOCATE, b"obj\0n%d" % i, None, 0) for i in range(4)]
+    assert all(r.status == Status.OK and bytes(r.data)[:1] == b"O" for r in replies)
+    tag_hex = bytes(replies[0].data)[1:29].hex().encode()
+    core.handle(Op.HAVE, b"obj\0n0\0" + tag_hex, None, 0)
+    assert bytes(core.handle(Op.LOCATE, b"obj\0n5", None, 0).data)[:1] == b"O"
+    core.close_shm()
 
 
 def test_margo_server_uses_the_same_shared_memory(margo_server: Any, margo_connector: Any) -> None:

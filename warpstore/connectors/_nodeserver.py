@@ -36,6 +36,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import struct
 import threading
 import time
 import uuid
@@ -45,12 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from warpstore.connectors.protocols import ConnectorMixin
-from warpstore.exceptions import StoreFullError
+from warpstore.exceptions import ConnectorError, StoreFullError
 from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
 from warpstore.server.direct import DirectArea, area_path
-from warpstore.server.protocol import Op, Status
+from warpstore.server.protocol import NO_DATA_TAG, Op, Status
 from warpstore.server.runtime import load_token
 from warpstore.server.spawn import (
     ServerInfo,
@@ -124,6 +125,45 @@ class _SegmentAllocator:
         for mapping in self._mappings:
             _close(mapping)
         self._mappings.clear()
+
+
+class _Reservation:
+    """A segment's pages allocated in a thread while the data is on the network.
+
+    ``fallocate`` of new tmpfs pages costs about what the copy into them
+    costs; started before the fetch and taken after it, it leaves only a
+    memcpy for the fill (a node with idle cores does it for free). Both
+    ``fallocate`` and the wait for the reply release the GIL.
+    """
+
+    def __init__(self, directory: Path, nbytes: int) -> None:
+        self.directory, self.nbytes = directory, nbytes
+        self.result: tuple[str, int] | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = shm.reserve_segment(self.directory, self.nbytes)
+        except Exception as e:  # full, say: the fill writes new pages as before
+            logger.debug("could not reserve %d bytes in %s: %s", self.nbytes, self.directory, e)
+
+    def take(self, nbytes: int) -> tuple[str, int] | None:
+        """The reserved segment if it has the size that arrived (then it is the caller's)."""
+        self.thread.join()
+        if nbytes != self.nbytes:
+            self.discard()
+            return None
+        result, self.result = self.result, None
+        return result
+
+    def discard(self) -> None:
+        self.thread.join()
+        if self.result is not None:
+            name, fd = self.result
+            self.result = None
+            os.close(fd)
+            shm.remove_segment(self.directory, name)
 
 
 class NodeServerConnector(ConnectorMixin):
@@ -391,7 +431,9 @@ class NodeServerConnector(ConnectorMixin):
         evicted object is never served from a stale copy. Ranks that miss at
         once meet at a per-object file lock: one takes it exclusively and
         fetches, the others wait on it shared and then all map the copy at
-        once; so the owner sends each object to each node once.
+        once; so each node fetches each object once, from the owner or, when
+        the owner says so, from a node that holds a copy (relaying: see
+        :mod:`warpstore.server.core`).
         """
         here, directory = local["address"], Path(local["shm_dir"])
         ckey = self._cache_key(key)
@@ -432,10 +474,15 @@ class NodeServerConnector(ConnectorMixin):
                     if data is not None:
                         return data
                     continue  # its fetch failed or was not cached: fetch it ourselves
+                have: list[bytes] = []
                 try:
-                    return self._fetch_into_cache(key, here, directory, ckey, lookup)
+                    return self._fetch_into_cache(key, here, directory, ckey, lookup, have)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    # after the node's ranks were let go: they need not wait for the owner
+                    for blob in have:  # our copy is in place: other nodes may fetch it here
+                        with contextlib.suppress(ConnectorError):
+                            self._client.request(key.address, Op.HAVE, blob)
         finally:
             os.close(fd)
 
@@ -446,22 +493,88 @@ class NodeServerConnector(ConnectorMixin):
         directory: Path,
         ckey: bytes,
         lookup: Callable[[], BytesLike | None],
+        have: list[bytes],
     ) -> BytesLike | None:
-        """The fetching rank (holding the object's lock): from the owner into this node."""
+        """The fetching rank (holding the object's lock): into this node, from the
+        owner or from another node's copy (the owner says which: see :meth:`_locate`).
+        Appends to ``have`` the ``HAVE`` to send the owner once the lock is released."""
         data = lookup()  # a sibling fetched it while we waited
         if data is not None:
             return data
-        status, frame = self._client.request(key.address, Op.GET, key.object_id.encode())
-        if status != Status.OK:
+        object_id = key.object_id.encode()
+        where = self._locate(key, here)
+        if where is None:
             return None
-        data = self._payload(frame)
-        view = memoryview(data).cast("B")
+        if isinstance(where, bytearray):  # a small object, sent at once: not cached
+            return where
+        tag, holder, size = where
+        limit = (self._local_info() or {}).get("memory_limit")
+        fits = limit is None or size <= limit  # else the fill is refused: reserve nothing
+        reserving = _Reservation(directory, size) if size >= shm.INLINE_MAX and fits else None
+        try:
+            frame: Any = None
+            if holder is not None:
+                try:
+                    status, frame = self._client.request(holder, Op.RELAY, object_id)
+                except ConnectorError as e:  # died, hung or refused: the owner still has it
+                    logger.debug("relay of %s from %s failed: %s", key.object_id, holder, e)
+                    status = Status.NOT_FOUND
+                if status != Status.OK:
+                    frame = None
+            if frame is None:
+                status, frame = self._client.request(key.address, Op.GET, object_id)
+                if status != Status.OK:
+                    return None
+            data = self._payload(frame)
+            view = memoryview(data).cast("B")
+            reserved = reserving.take(view.nbytes) if reserving is not None else None
+        finally:
+            if reserving is not None:
+                reserving.discard()  # what was not taken (a failed fetch, another size)
         if view.nbytes >= shm.INLINE_MAX:
             try:
-                self._put_segment(here, directory, ckey, view, cache=True)
+                relay = (object_id, tag)
+                self._put_segment(here, directory, ckey, view, True, relay, reserved)
             except Exception as e:  # full, say: the caller still gets its object
                 logger.debug("could not cache %s on this node: %s", key.object_id, e)
+            else:
+                if tag != NO_DATA_TAG:
+                    tag_hex = b"".join(tag).hex().encode()
+                    have.append(b"\0".join([object_id, here.encode(), tag_hex]))
         return data
+
+    def _locate(
+        self, key: Any, here: str
+    ) -> tuple[tuple[bytes, bytes], str | None, int] | bytearray | None:
+        """Ask the owner where to fetch ``key`` from: ``(data tag, holder or None for the
+        owner itself, size or 0)``, the object itself if it is small, ``None`` if it
+        is gone. While the owner already sends it to
+        as many nodes as it serves at once, wait (polling) until one of them holds it."""
+        blob = b"\0".join([key.object_id.encode(), here.encode()])
+        deadline = time.monotonic() + self.timeout
+        pause = 0.002
+        while True:
+            status, frame = self._client.request(key.address, Op.LOCATE, blob)
+            if status != Status.OK:
+                return None
+            payload = memoryview(self._payload(frame)).cast("B")
+            if payload.nbytes and payload[0] == ord("D"):
+                return bytearray(payload[1:])
+            reply = bytes(payload)
+            kind, body = reply[:1], reply[1:]
+            if kind == b"W":
+                if time.monotonic() >= deadline:  # waited our whole timeout: the owner
+                    return NO_DATA_TAG, None, 0
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.01)
+                continue
+            nonce, tag_len = len(NO_DATA_TAG[0]), sum(map(len, NO_DATA_TAG))
+            if kind not in (b"O", b"H") or len(body) < tag_len + 8:
+                raise ConnectorError(f"malformed LOCATE reply from {key.address}")
+            tag = (body[:nonce], body[nonce:tag_len])
+            (size,) = struct.unpack_from("<Q", body, tag_len)
+            holder = body[tag_len + 8 :].decode("ascii") if kind == b"H" else None
+            return tag, holder, size
 
     def _map(self, directory: Path, key: bytes, reply: Any) -> BytesLike:
         payload = memoryview(self._payload(reply)).cast("B")
@@ -519,12 +632,31 @@ class NodeServerConnector(ConnectorMixin):
             )
 
     def _put_segment(
-        self, address: str, directory: Path, key: bytes, view: memoryview, cache: bool = False
+        self,
+        address: str,
+        directory: Path,
+        key: bytes,
+        view: memoryview,
+        cache: bool = False,
+        relay: tuple[bytes, tuple[bytes, bytes]] | None = None,
+        reserved: tuple[str, int] | None = None,
     ) -> None:
-        self._refuse_oversized(address, key, view.nbytes)
-        name = shm.write_segment(directory, [view])
+        """Write ``view`` into a new segment and register it. ``cache``: a copy of another
+        node's object; ``relay``: its object id and data tag, so that this node's server
+        can send it on to other nodes (:meth:`ServerCore._relay`); ``reserved``: a segment
+        of the right size whose pages are already allocated (:func:`shm.reserve_segment`)."""
+        try:
+            self._refuse_oversized(address, key, view.nbytes)
+        except BaseException:
+            if reserved is not None:
+                os.close(reserved[1])
+                shm.remove_segment(directory, reserved[0])
+            raise
+        name = shm.write_segment(directory, [view], reserved)
         try:
             fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
+            if cache and relay is not None and relay[1] != NO_DATA_TAG:
+                fields += [relay[0], b"".join(relay[1]).hex().encode()]
             self._client.request(address, Op.PUT_SHM, b"\0".join(fields))
         except BaseException:
             shm.remove_segment(directory, name)  # a no-op once the server adopted it

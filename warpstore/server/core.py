@@ -28,6 +28,18 @@ overwrite: writing into existing pages costs a memcpy, filling new ones
 twice that. The pool is bounded (``$WARPSTORE_SHM_POOL`` bytes, default
 512 MiB, at most 8 segments, each kept at most 30 s) and, with a memory
 limit, counts against it: it is the first thing dropped when room is needed.
+
+Relaying between nodes (``LOCATE``/``HAVE``/``RELAY``): when many nodes fetch
+one object into their node caches, a node is pointed at a node that already
+holds a copy if one has room (each holder serves at most :data:`RELAY_FANOUT`
+others, ``$WARPSTORE_RELAY_FANOUT``, 0 = off), else the owner sends it itself,
+to at most 2 x :data:`RELAY_FANOUT` nodes at a time; the rest wait for a holder.
+So N nodes do not cost the owner's link N transfers in sequence: a tree. The
+owner hands out only holders that registered (``HAVE``) the object's current
+data tag, and forgets them when the object is evicted or replaced; a holder
+serves a copy with the producer's data tag, so the reader checks it as it
+would the owner's. A holder that fails or dropped its copy costs the reader
+one failed request, then it asks the owner.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import logging
 import mmap
 import os
 import shutil
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -56,13 +69,29 @@ from warpstore.server.direct import (
     sweep_area,
     sweep_areas,
 )
-from warpstore.server.protocol import Op, Status
+from warpstore.server.protocol import NO_DATA_TAG, DataSealer, Op, Status
 from warpstore.server.spare import SPARE_MIN, SpareMaker
 from warpstore.units import format_size, parse_size
 
 logger = logging.getLogger("warpstore.server")
 
-__all__ = ["Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
+__all__ = ["RELAY_FANOUT", "Entry", "ObjectTable", "RateLimitedLog", "Reply", "ServerCore"]
+
+RELAY_FANOUT = 2  # nodes each holder sends one object to
+_SIZE = struct.Struct("<Q")  # an object's size in LOCATE replies
+# The owner sends an object to 2 x fanout nodes at once before it makes later ones wait for
+# a holder: waiting costs a copy's transfer plus its fill into the holder's shared memory
+# (new tmpfs pages, slower than a fast NIC), so it pays only once the owner's link is busy.
+OWNER_SENDS_PER_FANOUT = 2
+RELAY_PENDING_S = 5.0  # a node's fetch that never said HAVE stops counting after this
+
+
+@dataclass
+class _Relays:
+    """Who holds (or is fetching straight from the owner) copies of one owned object."""
+
+    holders: dict[str, int] = field(default_factory=dict)  # node server -> nodes sent to
+    pending: dict[str, float] = field(default_factory=dict)  # fetching from us, since
 
 
 @dataclass
@@ -76,6 +105,7 @@ class Entry:
     segment: str | None = None  # name of its shared-memory segment, if it has one
     cached: bool = False  # a node-local copy of another node's object: dropped first
     tag: tuple[bytes, bytes] | None = None  # the producer's data tag, sent with every GET
+    relay_id: bytes | None = None  # a node-local copy others may fetch: the object's id
 
 
 @dataclass
@@ -213,6 +243,14 @@ class ServerCore:
     recycled: int = 0  # segments recycled into the pool
     spares: SpareMaker | None = None  # pooled segments made ahead of puts (server/spare.py)
     _making_room: bool = False
+    # relaying (owner side): object id -> its holders; (holder side) object id -> cache key
+    relays: dict[bytes, _Relays] = field(default_factory=dict)
+    relay_index: dict[bytes, bytes] = field(default_factory=dict)
+    # $WARPSTORE_RELAY_FANOUT=0: the owner sends every node its copy itself (no relaying)
+    relay_fanout: int = field(
+        default_factory=lambda: max(0, int(os.environ.get("WARPSTORE_RELAY_FANOUT", RELAY_FANOUT)))
+    )
+    _sealer: DataSealer | None = None
 
     def __post_init__(self) -> None:
         self.table = ObjectTable(self.memory_limit, on_drop=self._dropped)
@@ -234,6 +272,7 @@ class ServerCore:
             )
         self.shm_dir = directory
         self._token = token
+        self._sealer = DataSealer(token)
         if os.environ.get("WARPSTORE_DIRECT", "1") != "0":
             area = area_path(directory, os.getpid())
             shutil.rmtree(area, ignore_errors=True)  # an earlier process with our pid
@@ -273,6 +312,8 @@ class ServerCore:
                 directory.rmdir()
 
     def _dropped(self, entry: Entry) -> None:
+        if entry.relay_id is not None:  # no longer sent on to other nodes
+            self.relay_index.pop(entry.relay_id, None)
         if not entry.segment or self.shm_dir is None:
             return
         if (
@@ -403,8 +444,10 @@ class ServerCore:
             self._trim_pool()  # expired segments give their memory back
         if op == Op.PUT:
             reply = self._put(key, data, nbytes, tag)
-            if direct is not None and reply.status == Status.OK:
-                direct.evict(key, count=False)  # the newer value is the table's
+            if reply.status == Status.OK:
+                self.relays.pop(key, None)  # copies elsewhere hold the old value
+                if direct is not None:
+                    direct.evict(key, count=False)  # the newer value is the table's
             return reply
         if op == Op.GET:
             small = direct.get(key, count=False) if direct is not None and key else None
@@ -415,7 +458,7 @@ class ServerCore:
             if entry is None:
                 return Reply(Status.NOT_FOUND)
             self.bytes_out += entry.nbytes
-            return Reply(Status.OK, entry.data, tag=entry.tag)
+            return Reply(Status.OK, entry.data, tag=self._data_tag(key, entry))
         if op == Op.EXISTS:
             found = key in self.table.entries or (
                 direct is not None and bool(key) and direct.exists(key, count=False)
@@ -423,6 +466,7 @@ class ServerCore:
             return Reply(Status.OK if found else Status.NOT_FOUND)
         if op == Op.EVICT:
             self.table.evict(key)
+            self.relays.pop(key, None)
             if direct is not None and key:
                 direct.evict(key, count=False)
             return Reply(Status.OK)
@@ -435,6 +479,12 @@ class ServerCore:
             return self._put_shm(key)
         if op == Op.GET_SHM:
             return self._get_shm(key)
+        if op == Op.LOCATE:
+            return self._locate(key)
+        if op == Op.HAVE:
+            return self._have(key)
+        if op == Op.RELAY:
+            return self._relay(key)
         raise AssertionError(f"unhandled op {name}")  # pragma: no cover
 
     def _full(self, key: bytes, nbytes: int) -> Reply | None:
@@ -487,9 +537,13 @@ class ServerCore:
         """
         if self.shm_dir is None:
             return self._bad(f"{self.describe()} has no shared memory")
+        relay: tuple[bytes, tuple[bytes, bytes]] | None = None
         try:
             key, name_b, size_b, *flags = bytes(blob).split(b"\0")
             name, nbytes = name_b.decode("ascii"), int(size_b)
+            if len(flags) == 3 and flags[0] == b"cache":  # + object id, data tag: relayable
+                relay = (flags[1], _parse_tag(flags[2]))
+                flags = flags[:1]
             if flags not in ([], [b"cache"]):
                 raise ValueError(flags)
         except ValueError:
@@ -507,7 +561,14 @@ class ServerCore:
         if self.direct is not None:
             self.direct.evict(key, count=False)
         data = memoryview(mapping) if mapping is not None else b""
-        self.table.put(key, data, nbytes, segment=segment, cached=cached)
+        self.table.put(
+            key, data, nbytes, segment=segment, cached=cached, tag=relay[1] if relay else None
+        )
+        if not cached:
+            self.relays.pop(key, None)
+        elif relay is not None:
+            self.relay_index[relay[0]] = key
+            self.table.entries[key].relay_id = relay[0]
         if cached:  # not a put of this node's: counted as a cache fill, not a PUT_SHM
             self.requests["PUT_SHM"] -= 1
             self.requests["CACHE_FILL"] += 1
@@ -550,6 +611,94 @@ class ServerCore:
         signed = shm.pack_segment_reply(self._token, key, entry.segment, entry.nbytes)
         return Reply(Status.OK, b"S" + signed)
 
+    def _data_tag(self, key: bytes, entry: Entry) -> tuple[bytes, bytes] | None:
+        """The object's data tag, made once: a same-node put (a segment) arrives
+        without one, and every remote GET of it would hash it again otherwise."""
+        if entry.tag is None and self._sealer is not None and entry.nbytes:
+            entry.tag = self._sealer.tag(key, entry.data)
+        return entry.tag
+
+    def _locate(self, blob: bytes) -> Reply:
+        """Owner: where the node server ``asking`` should fetch object ``key`` from.
+
+        The reply is ``b"O"`` + the data tag + the size (u64; from us), ``b"H"`` +
+        the data tag + the size + a holder's address (from that node's copy),
+        ``b"W"`` (we already send it to as many nodes as we send to at once: ask
+        again once one has it), or, for an object under :data:`shm.INLINE_MAX`
+        (never cached), ``b"D"`` + the object itself, as a GET would send it.
+        """
+        try:
+            key, asking_b = bytes(blob).split(b"\0")
+            asking = asking_b.decode("ascii")
+        except ValueError:
+            return self._bad("malformed LOCATE key")
+        if not key or not asking:
+            return self._bad("LOCATE needs an object id and the asking server")
+        entry = self.table.entries.get(key)
+        small: bytes | bytearray | None = None
+        if entry is None and self.direct is not None:
+            small = self.direct.get(key, count=False)
+        elif entry is not None and entry.nbytes < shm.INLINE_MAX:
+            small = bytes(entry.data)
+        if small is not None:  # too small to cache or relay: here it is, one round trip
+            self.requests["LOCATE"] -= 1  # counted as what it is, a GET
+            self.requests["GET"] += 1
+            self.bytes_out += len(small)
+            return Reply(Status.OK, b"D" + small)
+        if entry is None:
+            return Reply(Status.NOT_FOUND)
+        tag = self._data_tag(key, entry) or NO_DATA_TAG
+        # the size lets the reader allocate its copy's pages while the data travels
+        tag_size = b"".join(tag) + _SIZE.pack(entry.nbytes)
+        if not self.relay_fanout:
+            return Reply(Status.OK, b"O" + tag_size)
+        state = self.relays.setdefault(key, _Relays())
+        state.holders.pop(asking, None)  # asking again: its copy is gone
+        now = time.monotonic()
+        for node, since in list(state.pending.items()):
+            if now - since > RELAY_PENDING_S or node == asking:
+                del state.pending[node]
+        fanout = self.relay_fanout
+        free = [(served, h) for h, served in state.holders.items() if served < fanout]
+        if free:  # the holder that sent it to the fewest nodes so far
+            served, holder = min(free)
+            state.holders[holder] = served + 1
+            self.cache["relay_pointed"] += 1
+            return Reply(Status.OK, b"H" + tag_size + holder.encode())
+        if fanout and len(state.pending) >= OWNER_SENDS_PER_FANOUT * fanout:
+            return Reply(Status.OK, b"W")
+        state.pending[asking] = now
+        return Reply(Status.OK, b"O" + tag_size)
+
+    def _have(self, blob: bytes) -> Reply:
+        """Owner: node server ``holder`` now holds a copy of ``key`` with data tag ``tag``
+        (registered only if that is the object's current tag: never an old value)."""
+        try:
+            key, holder_b, tag_hex = bytes(blob).split(b"\0")
+            holder, tag = holder_b.decode("ascii"), _parse_tag(tag_hex)
+        except ValueError:
+            return self._bad("malformed HAVE key")
+        entry = self.table.entries.get(key)
+        state = self.relays.get(key)
+        if entry is None or state is None or entry.tag != tag or not holder:
+            return Reply(Status.NOT_FOUND)
+        state.pending.pop(holder, None)
+        state.holders.setdefault(holder, 0)
+        return Reply(Status.OK)
+
+    def _relay(self, key: bytes) -> Reply:
+        """Holder: send this node's copy of another node's object, with the producer's
+        data tag (the reader checks it against the object's id, as from the owner)."""
+        ckey = self.relay_index.get(bytes(key))
+        entry = self.table.entries.get(ckey) if ckey is not None else None
+        if entry is None or entry.tag is None:
+            self.relay_index.pop(bytes(key), None)
+            return Reply(Status.NOT_FOUND)
+        self.bytes_out += entry.nbytes
+        self.cache["relayed"] += 1
+        self.cache["relayed_bytes"] += entry.nbytes
+        return Reply(Status.OK, entry.data, tag=entry.tag)
+
     def status(self) -> dict[str, Any]:
         """What ``warpstore server status`` prints and the job report collects.
 
@@ -579,7 +728,16 @@ class ServerCore:
             # node-local cache: bytes fetched from other nodes vs served from here
             "cache": {
                 **{
-                    k: self.cache[k] for k in ("fetched", "fetched_bytes", "served", "served_bytes")
+                    k: self.cache[k]
+                    for k in (
+                        "fetched",
+                        "fetched_bytes",
+                        "served",
+                        "served_bytes",
+                        "relayed",
+                        "relayed_bytes",
+                        "relay_pointed",
+                    )
                 },
                 "dropped": self.table.cache_dropped,
             },
@@ -589,6 +747,15 @@ class ServerCore:
             "shm_spares": self.spares.made if self.spares is not None else 0,
             "uptime_s": round(time.time() - self.started, 3),
         }
+
+
+def _parse_tag(text: bytes) -> tuple[bytes, bytes]:
+    """A data tag written as hex (nonce then tag), as LOCATE/HAVE/PUT_SHM carry it."""
+    raw = bytes.fromhex(text.decode("ascii"))
+    nonce, tag = NO_DATA_TAG
+    if len(raw) != len(nonce) + len(tag):
+        raise ValueError("a data tag is 28 bytes")
+    return raw[: len(nonce)], raw[len(nonce) :]
 
 
 class RateLimitedLog:

@@ -12,6 +12,7 @@ Header (little-endian)::
     0       4     magic       b"WSv2": protocol name and version
     4       1     op          PUT=1 GET=2 EXISTS=3 EVICT=4 STATUS=5 SHUTDOWN=6 HELLO=7
                               PUT_SHM=8 GET_SHM=9 (same node: see server/shm.py)
+                              LOCATE=10 HAVE=11 RELAY=12 (relaying between nodes' caches)
     5       1     status      0 in requests (else refused); in replies one of ``Status``
     6       1     kind        REQUEST=1 REPLY=2 CONTINUE=3 REFUSAL=4 SEAL=5
     7       1     flags       STAGED=1 (a PUT announced before its data),
@@ -178,6 +179,12 @@ class Op(enum.IntEnum):
     # PUT_SHM's key is b"<object id>\0<segment name>\0<size>"
     PUT_SHM = 8
     GET_SHM = 9
+    # relaying between nodes' caches (see ServerCore._locate): no data in requests.
+    # LOCATE and HAVE go to the owner, key b"<object id>\0<asking node's server>"
+    # (HAVE: + b"\0" + the data tag in hex); RELAY goes to a holder, key b"<object id>"
+    LOCATE = 10
+    HAVE = 11
+    RELAY = 12
 
 
 class Status(enum.IntEnum):

@@ -81,6 +81,7 @@ __all__ = [
     "recycle_segment",
     "remove_empty_job_dirs",
     "remove_segment",
+    "reserve_segment",
     "shm_directory",
     "sweep",
     "unpack_segment_reply",
@@ -212,7 +213,39 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
         os.close(fd)
 
 
-def write_segment(directory: Path, parts: Sequence[Any]) -> str:
+def reserve_segment(directory: Path, nbytes: int) -> tuple[str, int]:
+    """A new segment of ``nbytes`` with its pages allocated now, and a writable descriptor.
+
+    For a writer that knows the size before the data arrives (a node fetching
+    another node's object): allocating tmpfs pages costs about as much as
+    the copy into them, so doing it while the data is still on the network
+    halves the copy that follows (:func:`write_segment` with ``reserved``).
+    A recycled segment from the pool is taken when there is one.
+
+    Raises:
+        StoreFullError: when the file system cannot hold it.
+    """
+    claimed = claim_segment(directory, nbytes)
+    if claimed is not None:
+        return claimed
+    name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        os.close(fd)
+        (directory / name).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise StoreFullError(
+                f"no room for a {nbytes}-byte segment in {directory}: {e.strerror}"
+            ) from None
+        raise
+    return name, fd
+
+
+def write_segment(
+    directory: Path, parts: Sequence[Any], reserved: tuple[str, int] | None = None
+) -> str:
     """A new segment holding ``parts`` back to back, written with ``pwritev(2)``.
 
     One copy, straight from the caller's buffers (a serialized message's
@@ -222,12 +255,15 @@ def write_segment(directory: Path, parts: Sequence[Any]) -> str:
     A recycled segment from the pool is used when there is one (its pages
     exist: overwriting them measured about a memcpy, new pages about two).
 
+    ``reserved``: a segment from :func:`reserve_segment` of exactly this size
+    to write into (its descriptor is closed here).
+
     Raises:
         StoreFullError: when the file system cannot hold it.
     """
     views = [m for m in (memoryview(p).cast("B") for p in parts) if m.nbytes]
     total = sum(v.nbytes for v in views)
-    claimed = claim_segment(directory, total) if total else None
+    claimed = reserved or (claim_segment(directory, total) if total else None)
     if claimed is not None:  # a recycled segment: overwrite its pages (about a memcpy)
         name, fd = claimed
     else:
