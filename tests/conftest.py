@@ -91,6 +91,43 @@ def _no_empty_shm_job_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         remove_empty_job_dirs(job)
 
 
+def _mapped_shm_files() -> set[str]:
+    """Paths under /dev/shm that some live process maps or holds open."""
+    held: set[str] = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
+            held.update(line.split(None, 5)[-1].strip() for line in f if "/dev/shm/" in line)
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return held
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_mpich_shm_leftovers() -> Iterator[None]:
+    """Remove the ``/dev/shm/mpich_shm_*`` files that MPI jobs killed by our tests left.
+
+    MPICH removes its shared-memory files when its ranks finalize; the tests that
+    kill a server rank (a crashed node, a launcher killed mid-job) end its job
+    without that, as a real crash does (a site's epilog cleans it there). Only files
+    that appeared during this session and that no live process maps or holds go.
+    """
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    yield
+    if not os.path.isdir("/dev/shm"):
+        return
+    new = [n for n in os.listdir("/dev/shm") if n.startswith("mpich_shm_") and n not in before]
+    if not new:
+        return
+    held = _mapped_shm_files()
+    for name in new:
+        path = os.path.join("/dev/shm", name)
+        if path not in held:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
 ConnectorMaker = Callable[[], Any]
 
 
