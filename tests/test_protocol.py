@@ -369,3 +369,20 @@ def test_concurrent_large_zmq_puts_from_many_clients(zmq_connector: Any) -> None
         for c in clients:
             c.close()
     assert not errors, errors
+
+
+def test_held_data_counts_against_the_zmq_servers_memory_limit() -> None:
+    """Held data is stored once its SEAL comes: another PUT may not take its room meanwhile."""
+    from warpstore.server.zmq_server import ZMQServer
+
+    server = ZMQServer(TOKEN, "127.0.0.1", None, "node-a", memory_limit=1_000_000)
+    try:
+        auth, client = _pair(server.auth)
+        assert server.core.table.can_hold(b"other", 500_000)
+        counter, _, _ = _announce(auth, client, b"held", b"h" * 600_000)
+        assert auth.held_bytes() == 600_000
+        assert not server.core.table.can_hold(b"other", 500_000)  # 600 KB + 500 KB > 1 MB
+        auth.check_seal(client.seal(counter, b"held", b"h" * 600_000), b"held")
+        assert auth.held_bytes() == 0 and server.core.table.can_hold(b"other", 500_000)
+    finally:
+        server.close()

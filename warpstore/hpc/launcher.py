@@ -324,6 +324,25 @@ def _terminate_if_here(server: dict[str, Any]) -> None:
         pass
 
 
+def _start_logged(
+    cmd: Sequence[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a job step (servers, sweep) in its own session, output appended to ``log_path``.
+
+    Its own session, so that ending it (:func:`_end_process`) reaches every process
+    the site's launcher started for it and nothing of the launcher itself.
+    """
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(cmd),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def _end_process(proc: subprocess.Popen[bytes], timeout: float, grace: float = 10) -> None:
     """Wait ``timeout`` s for ``proc``, then SIGTERM its group, then SIGKILL (``grace`` s each)."""
     try:
@@ -438,15 +457,7 @@ def _sweep_nodes(
     timed_out = False
     log_path = job_dir / "sweep.log"
     try:
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        proc = _start_logged(cmd, env, log_path)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -1052,15 +1063,7 @@ def _start_servers(
     """Start the server launch and wait for rank 0's manifest; end it on any failure."""
     t0 = time.monotonic()
     log_path = job_dir / "servers.log"
-    with open(log_path, "ab") as log:
-        servers = subprocess.Popen(
-            server_cmd,
-            env=server_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    servers = _start_logged(server_cmd, server_env, log_path)
     failed_path = Path(str(manifest_path) + ".failed")
     try:
         while not manifest_path.exists():

@@ -117,11 +117,7 @@ class ServerAuth:
                 raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
             return h, None
         with self._lock:
-            session = self._sessions.get(h.session)
-            if session is None:
-                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
-            if not verify(session.sealer, raw, key, None):
-                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            session = self._authentic_session(h, raw, key)
             if h.counter <= session.last:
                 raise Refused(
                     Status.REPLAYED,
@@ -155,15 +151,24 @@ class ServerAuth:
         if h.kind != Kind.REQUEST or h.status or h.op != Op.PUT or carried != h.data_len:
             raise Refused(Status.BAD_REQUEST, "malformed data of a two-step PUT")
         with self._lock:
-            session = self._sessions.get(h.session)
-            if session is None:
-                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
-            if not verify(session.sealer, raw, key, None):
-                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            session = self._authentic_session(h, raw, key)
             if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
                 raise Refused(Status.REPLAYED, "data of a PUT that got no CONTINUE (or a replay)")
             self._sessions.move_to_end(h.session)
         return h, session
+
+    def _authentic_session(self, h: Header, raw: Any, key: Any) -> ServerSession:
+        """The known session whose key signed this header (called holding the lock).
+
+        The header carries no data here: a PUT's data is covered by its data tag,
+        which the consumer checks, not the server.
+        """
+        session = self._sessions.get(h.session)
+        if session is None:
+            raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
+        if not verify(session.sealer, raw, key, None):
+            raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+        return session
 
     def hold(self, session: ServerSession, h: Header, key: bytes, data: Any) -> None:
         """Keep the data of a TAG_FOLLOWS PUT, unstored, until its SEAL (bounded)."""
@@ -174,6 +179,12 @@ class ServerAuth:
             for k in mine[: max(0, len(mine) - HELD_PER_SESSION)]:
                 del self._held[k]
         self.expire_held()
+
+    def held_bytes(self) -> int:
+        """Bytes of data held for their SEALs: stored as soon as the SEAL comes, so the
+        memory limit counts them already (the ZeroMQ server adds them to its table's)."""
+        with self._lock:
+            return sum(memoryview(data).nbytes for _, data, _ in self._held.values())
 
     def expire_held(self) -> None:
         """Drop held data older than HELD_S (its client went away before the SEAL)."""
@@ -195,11 +206,7 @@ class ServerAuth:
         if h.kind != Kind.SEAL or h.status or h.op != Op.PUT or h.flags or h.key_len != len(key):
             raise Refused(Status.BAD_REQUEST, "malformed SEAL")
         with self._lock:
-            session = self._sessions.get(h.session)
-            if session is None:
-                raise Refused(Status.UNKNOWN_SESSION, "unknown session: send HELLO first")
-            if not verify(session.sealer, raw, key, None):
-                raise Refused(Status.AUTH_FAILED, "authentication failed: wrong or missing token")
+            session = self._authentic_session(h, raw, key)
             held = self._held.get((h.session, h.counter))
             if (
                 held is None

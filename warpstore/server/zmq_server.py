@@ -96,6 +96,10 @@ class ZMQServer:
         self.admission.port = port
         self.address = format_tcp_address(ip, port)
         self.core = ServerCore(self.address, node, memory_limit, transport="zmq")
+        # data held for its SEAL (a TAG_FOLLOWS PUT) is about to be stored: it counts
+        # against the memory limit already, next to the segment pool
+        pool = self.core.table.held_elsewhere
+        self.core.table.held_elsewhere = lambda: pool() + self.auth.held_bytes()
         self._bad = RateLimitedLog()
         self._stop = False
 
