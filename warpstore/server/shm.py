@@ -69,6 +69,7 @@ __all__ = [
     "CopyMap",
     "SegmentError",
     "SegmentMap",
+    "allocated_file",
     "claim_segment",
     "cleanup_job",
     "create_segment",
@@ -192,25 +193,37 @@ def create_segment(directory: Path, nbytes: int, prefix: str = "c") -> tuple[str
         finally:
             os.close(fd)
     name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex}"
-    path = directory / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
+    fd = allocated_file(directory / name, nbytes)
     try:
         if nbytes == 0:
             return name, None
-        try:
-            os.posix_fallocate(fd, 0, nbytes)
-        except OSError as e:
-            os.unlink(path)
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise StoreFullError(
-                    f"no room for a {nbytes}-byte segment in {directory}: {e.strerror}"
-                ) from None
-            raise
         # MAP_POPULATE: the pages exist (fallocate); map them all in one call
         # rather than one fault per page while the writer fills them.
         return name, mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | _POPULATE)
     finally:
         os.close(fd)
+
+
+def allocated_file(path: Path, nbytes: int) -> int:
+    """A new segment file (0600, ``O_EXCL``) with ``nbytes`` of pages allocated now
+    (``posix_fallocate``): a writable descriptor, the caller's to close.
+
+    Raises:
+        StoreFullError: when the file system cannot hold it (nothing is left behind).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
+    try:
+        if nbytes:
+            os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise StoreFullError(
+                f"no room for a {nbytes}-byte segment in {path.parent}: {e.strerror}"
+            ) from None
+        raise
+    return fd
 
 
 def reserve_segment(directory: Path, nbytes: int) -> tuple[str, int]:
@@ -229,18 +242,7 @@ def reserve_segment(directory: Path, nbytes: int) -> tuple[str, int]:
     if claimed is not None:
         return claimed
     name = f"c-{os.getpid()}-{uuid.uuid4().hex}"
-    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW_CLOEXEC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-    except OSError as e:
-        os.close(fd)
-        (directory / name).unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise StoreFullError(
-                f"no room for a {nbytes}-byte segment in {directory}: {e.strerror}"
-            ) from None
-        raise
-    return name, fd
+    return name, allocated_file(directory / name, nbytes)
 
 
 def write_segment(

@@ -26,6 +26,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from warpstore.exceptions import StoreFullError
 from warpstore.server import shm
 
 __all__ = ["SPARE_MIN", "SpareMaker", "make_spare"]
@@ -45,14 +46,7 @@ def make_spare(directory: Path, nbytes: int) -> str:
     """
     uid = uuid.uuid4().hex
     made = directory / shm.POOL / f"s-{os.getpid()}-{uid}"
-    fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-    except OSError:
-        made.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
+    os.close(shm.allocated_file(made, nbytes))
     name = f"p-{os.getpid()}-{uid}"
     try:
         os.rename(made, directory / shm.POOL / name)
@@ -124,7 +118,7 @@ class SpareMaker:
             name: str | None = None
             try:
                 name = make_spare(self._directory, nbytes)
-            except OSError as e:  # a full file system, say: the put fills new pages then
+            except (OSError, StoreFullError) as e:  # full, say: the put fills new pages then
                 logger.debug("could not make a %d-byte spare segment: %s", nbytes, e)
             with self._cond:
                 if name is not None and self._closed:
