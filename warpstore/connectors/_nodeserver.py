@@ -51,7 +51,7 @@ from warpstore.serialize import BytesLike, _allocate
 from warpstore.server import shm
 from warpstore.server.auth import DataCipher
 from warpstore.server.direct import DirectArea, area_path
-from warpstore.server.protocol import NO_DATA_TAG, Op, Status
+from warpstore.server.protocol import NO_DATA_TAG, Op, Status, tag_to_hex
 from warpstore.server.runtime import load_token
 from warpstore.server.spawn import (
     ServerInfo,
@@ -539,8 +539,7 @@ class NodeServerConnector(ConnectorMixin):
                 logger.debug("could not cache %s on this node: %s", key.object_id, e)
             else:
                 if tag != NO_DATA_TAG:
-                    tag_hex = b"".join(tag).hex().encode()
-                    have.append(b"\0".join([object_id, here.encode(), tag_hex]))
+                    have.append(b"\0".join([object_id, here.encode(), tag_to_hex(tag)]))
         return data
 
     def _locate(
@@ -656,7 +655,7 @@ class NodeServerConnector(ConnectorMixin):
         try:
             fields = [key, name.encode(), b"%d" % view.nbytes] + ([b"cache"] if cache else [])
             if cache and relay is not None and relay[1] != NO_DATA_TAG:
-                fields += [relay[0], b"".join(relay[1]).hex().encode()]
+                fields += [relay[0], tag_to_hex(relay[1])]
             self._client.request(address, Op.PUT_SHM, b"\0".join(fields))
         except BaseException:
             shm.remove_segment(directory, name)  # a no-op once the server adopted it

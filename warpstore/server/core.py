@@ -69,7 +69,7 @@ from warpstore.server.direct import (
     sweep_area,
     sweep_areas,
 )
-from warpstore.server.protocol import NO_DATA_TAG, DataSealer, Op, Status
+from warpstore.server.protocol import NO_DATA_TAG, DataSealer, Op, Status, tag_from_hex
 from warpstore.server.spare import SPARE_MIN, SpareMaker
 from warpstore.units import format_size, parse_size
 
@@ -542,7 +542,7 @@ class ServerCore:
             key, name_b, size_b, *flags = bytes(blob).split(b"\0")
             name, nbytes = name_b.decode("ascii"), int(size_b)
             if len(flags) == 3 and flags[0] == b"cache":  # + object id, data tag: relayable
-                relay = (flags[1], _parse_tag(flags[2]))
+                relay = (flags[1], tag_from_hex(flags[2]))
                 flags = flags[:1]
             if flags not in ([], [b"cache"]):
                 raise ValueError(flags)
@@ -675,7 +675,7 @@ class ServerCore:
         (registered only if that is the object's current tag: never an old value)."""
         try:
             key, holder_b, tag_hex = bytes(blob).split(b"\0")
-            holder, tag = holder_b.decode("ascii"), _parse_tag(tag_hex)
+            holder, tag = holder_b.decode("ascii"), tag_from_hex(tag_hex)
         except ValueError:
             return self._bad("malformed HAVE key")
         entry = self.table.entries.get(key)
@@ -747,15 +747,6 @@ class ServerCore:
             "shm_spares": self.spares.made if self.spares is not None else 0,
             "uptime_s": round(time.time() - self.started, 3),
         }
-
-
-def _parse_tag(text: bytes) -> tuple[bytes, bytes]:
-    """A data tag written as hex (nonce then tag), as LOCATE/HAVE/PUT_SHM carry it."""
-    raw = bytes.fromhex(text.decode("ascii"))
-    nonce, tag = NO_DATA_TAG
-    if len(raw) != len(nonce) + len(tag):
-        raise ValueError("a data tag is 28 bytes")
-    return raw[: len(nonce)], raw[len(nonce) :]
 
 
 class RateLimitedLog:

@@ -148,6 +148,8 @@ __all__ = [
     "pack_header",
     "parse_header",
     "peek_lengths",
+    "tag_from_hex",
+    "tag_to_hex",
     "verify",
 ]
 
@@ -410,6 +412,19 @@ def _gmac_chunks(msg_key: bytes, view: memoryview, n: int) -> list[bytes]:
     for future in futures:
         tags.extend(future.result())
     return tags
+
+
+def tag_to_hex(tag: tuple[bytes, bytes]) -> bytes:
+    """A data tag (nonce, tag) as hex, as LOCATE/HAVE/PUT_SHM keys carry it (no NUL bytes)."""
+    return b"".join(tag).hex().encode()
+
+
+def tag_from_hex(text: bytes) -> tuple[bytes, bytes]:
+    """The data tag :func:`tag_to_hex` wrote; ``ValueError`` if it is not one."""
+    raw = bytes.fromhex(text.decode("ascii"))
+    if len(raw) != NONCE_SIZE + TAG_SIZE:
+        raise ValueError(f"a data tag is {NONCE_SIZE + TAG_SIZE} bytes")
+    return raw[:NONCE_SIZE], raw[NONCE_SIZE:]
 
 
 def _data_view(data: Any) -> Any:
