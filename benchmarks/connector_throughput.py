@@ -194,7 +194,7 @@ class _NoDataAuth:
     def __init__(self, token: bytes) -> None:
         pass
 
-    def tag(self, key: Any, data: Any) -> tuple[bytes, bytes]:
+    def tag(self, key: Any, data: Any, sent: Any = None) -> tuple[bytes, bytes]:
         from warpstore.server.protocol import NO_DATA_TAG
 
         return NO_DATA_TAG if data is None or not memoryview(data).nbytes else (
@@ -217,10 +217,10 @@ class _TimedDataAuth:
         self.tagging = 0.0  # ZeroMQ: overlapped with the send of the data (a SEAL follows)
         self.checking = 0.0
 
-    def tag(self, key: Any, data: Any) -> tuple[bytes, bytes]:
+    def tag(self, key: Any, data: Any, sent: Any = None) -> tuple[bytes, bytes]:
         start = time.perf_counter()
         try:
-            return self.sealer.tag(key, data)  # type: ignore[no-any-return]
+            return self.sealer.tag(key, data, sent)  # type: ignore[no-any-return]
         finally:
             self.tagging += time.perf_counter() - start
 

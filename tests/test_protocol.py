@@ -138,30 +138,95 @@ def test_every_change_to_chunked_data_is_refused(big: bytes) -> None:
 def test_pieces_are_tagged_on_several_threads(
     big: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import time
+
     monkeypatch.setattr(protocol, "_tag_workers", lambda: 3)
-    monkeypatch.setattr(protocol, "_pool", None)  # a pool sized for 3, for this test only
+    monkeypatch.setattr(protocol, "_pools", {})  # a pool sized for 3, for this test only
     seen: dict[str, list[int]] = {}
-    original = protocol._gmac_range
+    original = protocol._gmac_piece
 
-    def recording(msg_key: bytes, view: memoryview, first: int, stop: int) -> list[bytes]:
-        seen.setdefault(threading.current_thread().name, []).extend(range(first, stop))
-        return original(msg_key, view, first, stop)
+    def recording(aead: AESGCM, view: memoryview, i: int) -> bytes:
+        seen.setdefault(threading.current_thread().name, []).append(i)
+        time.sleep(0.02)  # long enough that every thread gets to claim pieces
+        return original(aead, view, i)
 
-    monkeypatch.setattr(protocol, "_gmac_range", recording)
+    monkeypatch.setattr(protocol, "_gmac_piece", recording)
     sealer = DataSealer(TOKEN)
     try:
         nonce, tag = sealer.tag(b"obj", big)
         assert tag == reference_tag(TOKEN, b"obj", big, nonce)
         pieces = -(-len(big) // CHUNK_SIZE)
+        # each piece tagged once (none claimed twice when no thread is starved)
         assert sorted(i for run in seen.values() for i in run) == list(range(pieces))
-        # the caller takes one run, the pool's threads the others (which thread takes
-        # which of those is the executor's choice)
-        assert len(seen) >= 2 and threading.current_thread().name in seen
-        assert all(name.startswith("warpstore-gmac") for name in seen if name != "MainThread")
+        assert len(seen) == 3 and threading.current_thread().name in seen
+        assert all(name.startswith("warpstore-gmac_") for name in seen if name != "MainThread")
     finally:
-        pool = protocol._pool
-        if pool is not None:
-            pool[1].shutdown()
+        for _, executor in protocol._pools.values():
+            executor.shutdown()
+
+
+def _never_sent(timeout: float) -> bool:
+    return False
+
+
+def _sent_at_once(timeout: float) -> bool:
+    return True
+
+
+@pytest.mark.parametrize("sent", [_never_sent, _sent_at_once], ids=["sending", "sent"])
+@pytest.mark.parametrize("size", [CHUNKED_MIN - 1, CHUNKED_MIN, CHUNKED_MIN + 1, 0])
+def test_a_tag_made_while_sending_is_the_same_tag(
+    size: int, sent: Any, big: bytes
+) -> None:
+    """ZeroMQ's SEAL path (tagged behind the send) makes exactly the documented tag."""
+    data = big[:size] if size else big
+    sealer = DataSealer(TOKEN)
+    nonce, tag = sealer.tag(b"obj", data, sent=sent)
+    assert tag == reference_tag(TOKEN, b"obj", data, nonce)
+    assert sealer.verify(b"obj", data, nonce, tag)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_background_taggers_take_only_idle_cpu(big: bytes) -> None:
+    """Taggers that overlap a send run at SCHED_IDLE; the caller and the others do not."""
+    policy = os.sched_getscheduler(0)
+    DataSealer(TOKEN).tag(b"obj", big, sent=_never_sent)  # the idle pool exists now
+    idle = protocol._gmac_pool("idle")
+    policies = {idle.submit(os.sched_getscheduler, 0).result(10) for _ in range(8)}
+    assert policies == {os.SCHED_IDLE}
+    assert protocol._gmac_pool().submit(os.sched_getscheduler, 0).result(10) == policy
+    assert os.sched_getscheduler(0) == policy  # the caller's own priority is untouched
+
+
+class _StarvedPool:
+    """A pool whose threads never get the CPU: one claims a piece and never finishes it."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, fn: Any) -> None:
+        if not self.submitted:
+            next(fn.__self__._claims)  # piece 0: claimed, never tagged
+        self.submitted += 1
+
+
+def test_starved_background_taggers_do_not_hold_the_tag_up(
+    big: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the data has left, the caller tags every piece not done, claimed ones too."""
+    import time
+
+    starved = _StarvedPool()
+    monkeypatch.setattr(protocol, "_gmac_pool", lambda kind="": starved)
+    start = time.monotonic()
+    nonce, tag = DataSealer(TOKEN).tag(b"obj", big, sent=_sent_at_once)
+    assert time.monotonic() - start < 0.4  # not the stalled-send fallback (0.5 s)
+    assert starved.submitted >= 1
+    assert tag == reference_tag(TOKEN, b"obj", big, nonce)
+    # a send that never finishes, on a node with no idle CPU: the caller joins anyway
+    starved.submitted = 0
+    nonce, tag = DataSealer(TOKEN).tag(b"obj", big, sent=_never_sent)
+    assert tag == reference_tag(TOKEN, b"obj", big, nonce)
 
 
 def test_concurrent_taggers_get_their_own_tags(big: bytes) -> None:
@@ -228,11 +293,13 @@ def test_chunked_tags_end_to_end(
     # store looks like to the consumer): the server stores it, the consumer refuses it
     honest_tag = DataSealer.tag
 
-    def tag_of_other_data(self: DataSealer, key: Any, data: Any) -> tuple[bytes, bytes]:
+    def tag_of_other_data(
+        self: DataSealer, key: Any, data: Any, sent: Any = None
+    ) -> tuple[bytes, bytes]:
         view = memoryview(data).cast("B") if data is not None else None
         if view is not None and len(view) >= CHUNKED_MIN:
-            return honest_tag(self, key, _flip(bytes(view), 2 * CHUNK_SIZE + 1))
-        return honest_tag(self, key, data)
+            return honest_tag(self, key, _flip(bytes(view), 2 * CHUNK_SIZE + 1), sent)
+        return honest_tag(self, key, data, sent)
 
     monkeypatch.setattr(DataSealer, "tag", tag_of_other_data)
     bad = c.put(data)

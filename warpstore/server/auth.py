@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,8 +353,13 @@ class ClientSession:
         )
         return counter, header
 
-    def seal(self, counter: int, key: bytes, data: Any) -> bytes:
-        """The SEAL of TAG_FOLLOWS PUT ``counter``: its data tag, made now (see .protocol)."""
+    def seal(
+        self, counter: int, key: bytes, data: Any, sent: Callable[[float], bool] | None = None
+    ) -> bytes:
+        """The SEAL of TAG_FOLLOWS PUT ``counter``: its data tag, made now (see .protocol).
+
+        ``sent(timeout)`` says whether the data has left (see ``DataSealer.tag``).
+        """
         assert self.sealer is not None
         return pack_header(
             self.sealer,
@@ -363,7 +369,7 @@ class ClientSession:
             counter=counter,
             key=key,
             data_len=memoryview(data).nbytes,
-            data_tag=self.data.tag(key, data),
+            data_tag=self.data.tag(key, data, sent),
         )
 
     def check_put_size(self, key: bytes, nbytes: int) -> None:

@@ -109,12 +109,16 @@ for them, after the reply's tag was verified.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hmac
+import itertools
 import os
 import secrets
 import struct
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -328,13 +332,22 @@ class DataSealer:
         self._aead = AESGCM(_hkdf(token, b"warpstore/2 data"))
         self._chunk_key = _hkdf(token, b"warpstore/2 data chunked")
 
-    def tag(self, key: Buffer, data: Any) -> tuple[bytes, bytes]:
-        """``(nonce, tag)`` for ``data`` stored under ``key`` (nothing for no data)."""
+    def tag(
+        self, key: Buffer, data: Any, sent: Callable[[float], bool] | None = None
+    ) -> tuple[bytes, bytes]:
+        """``(nonce, tag)`` for ``data`` stored under ``key`` (nothing for no data).
+
+        ``sent`` (ZeroMQ's TAG_FOLLOWS PUT, whose data is being sent while it
+        is tagged): ``sent(timeout)`` waits up to ``timeout`` s and says
+        whether the data has left. Until then the pieces are tagged only on
+        CPU the send leaves idle (see :func:`_gmac_pieces_while`), so the tag
+        slows the send down as little as it can; the tag is the same.
+        """
         view = _data_view(data)
         if view is None:
             return NO_DATA_TAG
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce, self._compute(nonce, key, view)
+        return nonce, self._compute(nonce, key, view, sent)
 
     def verify(self, key: Buffer, data: Any, nonce: bytes, tag: bytes) -> bool:
         view = _data_view(data)
@@ -342,14 +355,16 @@ class DataSealer:
             return (nonce, tag) == NO_DATA_TAG
         return hmac.compare_digest(self._compute(bytes(nonce), key, view), tag)
 
-    def _compute(self, nonce: bytes, key: Buffer, view: Any) -> bytes:
+    def _compute(
+        self, nonce: bytes, key: Buffer, view: Any, sent: Callable[[float], bool] | None = None
+    ) -> bytes:
         if len(view) < CHUNKED_MIN:
             return self._aead.encrypt(nonce, bytes(key), view)[-TAG_SIZE:]
         msg_key = hmac.digest(self._chunk_key, nonce, "sha256")
         view = memoryview(view)  # slices of a memoryview share the buffer, bytes' would copy
         size = len(view)
         n = -(-size // CHUNK_SIZE)
-        chunk_tags = b"".join(_gmac_chunks(msg_key, view, n))
+        chunk_tags = b"".join(_gmac_pieces(msg_key, view, n, sent))
         lengths = struct.pack(">QQ", size, n)
         return AESGCM(msg_key).encrypt(_FINAL_NONCE, bytes(key), lengths + chunk_tags)[-TAG_SIZE:]
 
@@ -357,8 +372,12 @@ class DataSealer:
 CHUNK_SIZE = 1 << 20  # the chunked data tag's piece size (part of the tag's definition)
 CHUNKED_MIN = 4 << 20  # data from this size on uses the chunked tag (DataSealer)
 _FINAL_NONCE = b"\xff" * NONCE_SIZE
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+# the process's tagging threads by kind ("" helps the caller, "idle" tags behind a send),
+# each with the pid that made it (a forked child has none of its parent's threads)
+_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 _pool_lock = threading.Lock()
+# how often a caller whose data is being sent checks whether the send has finished
+_SENT_POLL_S = 0.002
 
 
 def _tag_workers() -> int:
@@ -366,52 +385,122 @@ def _tag_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _forget_pool() -> None:
+def _forget_pools() -> None:
     # a forked child has none of its parent's threads, and a lock another thread held
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pools, _pool_lock
+    _pools, _pool_lock = {}, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_forget_pools)
 
 
-def _gmac_pool() -> ThreadPoolExecutor:
-    """The process's tagging threads (a forked child gets its own: the parent's are gone)."""
-    global _pool
+def _lower_priority() -> None:
+    """Let this thread run only on CPU nothing else wants (SCHED_IDLE; else nice 19).
+
+    The background taggers share the cores with the send they overlap (the
+    client's and, on one host, the server's I/O threads): at normal priority
+    they slowed the send by about as much as they saved (measured).
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread (Linux)
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _gmac_pool(kind: str = "") -> ThreadPoolExecutor:
+    """The process's tagging threads of one kind ("idle": at the lowest CPU priority)."""
     with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            executor = ThreadPoolExecutor(
-                max_workers=max(1, _tag_workers() - 1), thread_name_prefix="warpstore-gmac"
-            )
-            _pool = (os.getpid(), executor)
-        return _pool[1]
+        pool = _pools.get(kind)
+        if pool is None or pool[0] != os.getpid():
+            if kind == "idle":
+                executor = ThreadPoolExecutor(
+                    max_workers=_tag_workers(),
+                    thread_name_prefix="warpstore-gmac-idle",
+                    initializer=_lower_priority,
+                )
+            else:
+                executor = ThreadPoolExecutor(
+                    max_workers=max(1, _tag_workers() - 1), thread_name_prefix="warpstore-gmac"
+                )
+            pool = _pools[kind] = (os.getpid(), executor)
+        return pool[1]
 
 
-def _gmac_range(msg_key: bytes, view: memoryview, first: int, stop: int) -> list[bytes]:
-    aead = AESGCM(msg_key)  # one object per thread and message: shared ones serialise
-    return [
-        aead.encrypt(
-            i.to_bytes(NONCE_SIZE, "big"), b"", view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
-        )
-        for i in range(first, stop)
-    ]
+def _gmac_piece(aead: AESGCM, view: memoryview, i: int) -> bytes:
+    """Piece ``i``'s tag (see :class:`DataSealer`)."""
+    return aead.encrypt(
+        i.to_bytes(NONCE_SIZE, "big"), b"", view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+    )
 
 
-def _gmac_chunks(msg_key: bytes, view: memoryview, n: int) -> list[bytes]:
-    """The pieces' tags in order: contiguous runs of pieces, one per thread."""
+class _SharedPieces:
+    """One object's pieces, each tagged by whichever thread claims it next."""
+
+    def __init__(self, msg_key: bytes, view: memoryview, n: int) -> None:
+        self.msg_key, self.view, self.n = msg_key, view, n
+        self.tags: list[bytes | None] = [None] * n
+        self._claims = itertools.count()  # next() is atomic under the GIL
+        self._finished = itertools.count(1)
+        self.done = threading.Event()
+
+    def _tag(self, aead: AESGCM, i: int) -> None:
+        self.tags[i] = _gmac_piece(aead, self.view, i)
+        if next(self._finished) == self.n:
+            self.done.set()
+
+    def work(self) -> None:
+        """Tag unclaimed pieces until none is left."""
+        aead = AESGCM(self.msg_key)
+        while (i := next(self._claims)) < self.n:
+            self._tag(aead, i)
+
+    def finish(self) -> list[bytes]:
+        """The caller's share: the unclaimed pieces, then any still being tagged elsewhere.
+
+        A thread at the lowest priority may hold a claimed piece for long on a
+        busy node: the caller tags it too (the same tag) instead of waiting.
+        """
+        self.work()
+        aead = AESGCM(self.msg_key)
+        for i, tag in enumerate(self.tags):
+            if tag is None:
+                self._tag(aead, i)
+        return self.tags  # type: ignore[return-value]  # none is None any more
+
+
+def _gmac_pieces(
+    msg_key: bytes, view: memoryview, n: int, sent: Callable[[float], bool] | None = None
+) -> list[bytes]:
+    """The pieces' tags in order, made on min(4, cores) threads, the caller's included.
+
+    Each thread claims the next untagged piece (so a thread that gets less CPU
+    takes fewer). With ``sent`` (ZeroMQ's TAG_FOLLOWS PUT, whose data is being
+    sent meanwhile), until the data has left only threads at the lowest CPU
+    priority tag (they take the cycles the transfer leaves idle); then the
+    caller joins at its own priority and takes every piece not yet done. On a
+    node whose cores are all busy the tag therefore costs at most what tagging
+    after the send would, and on one with idle cycles it is ready before the
+    send ends. If neither the send nor the tagging finishes (a stalled peer on
+    a busy node), the caller joins after the time a 1 GB/s send would take.
+    """
+    pieces = _SharedPieces(msg_key, view, n)
     workers = min(_tag_workers(), n)
-    bounds = [n * w // workers for w in range(workers + 1)]
-    if workers == 1:
-        return _gmac_range(msg_key, view, 0, n)
-    pool = _gmac_pool()
-    futures = [
-        pool.submit(_gmac_range, msg_key, view, bounds[w], bounds[w + 1])
-        for w in range(1, workers)
-    ]
-    tags = _gmac_range(msg_key, view, 0, bounds[1])  # the caller takes the first run
-    for future in futures:
-        tags.extend(future.result())
-    return tags
+    if sent is None:  # normal priority: the others finish their pieces soon, wait for them
+        pool = _gmac_pool()
+        futures = [pool.submit(pieces.work) for _ in range(workers - 1)]
+        pieces.work()
+        for future in futures:
+            future.result()
+        return pieces.tags  # type: ignore[return-value]  # all tagged
+    pool = _gmac_pool("idle")
+    for _ in range(workers):
+        pool.submit(pieces.work)
+    join_by = time.monotonic() + max(0.5, len(view) / 1e9)
+    while not pieces.done.wait(_SENT_POLL_S) and time.monotonic() < join_by:
+        if sent(0):
+            break
+    return pieces.finish()
 
 
 def tag_to_hex(tag: tuple[bytes, bytes]) -> bytes:

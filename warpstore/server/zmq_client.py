@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -53,6 +53,19 @@ _EVENTS = (
 _IDLE_CHECK_S = 1.0
 
 Request = tuple[int, bytes, Any]  # op, key, data or None
+
+
+def _sent(tracker: Any) -> Callable[[float], bool]:
+    """``sent(timeout)`` of a zero-copy send: has ZeroMQ let go of the data (it left)?"""
+
+    def sent(timeout: float) -> bool:
+        try:
+            tracker.wait(timeout)
+        except zmq.NotDone:
+            return False
+        return True
+
+    return sent
 
 
 class _Conn:
@@ -246,9 +259,10 @@ class ZMQClient(RequestClient):
             expected = pending.get(h.counter)
             if h.kind == Kind.CONTINUE and expected is not None and h.counter in staged:
                 header, key, data = staged.pop(h.counter)
-                conn.sock.send_multipart([header, key, data], copy=False)
+                tracker = conn.sock.send_multipart([header, key, data], copy=False, track=True)
                 # tagged while ZeroMQ's I/O thread sends it; its tag follows in a SEAL
-                conn.sock.send_multipart([session.seal(h.counter, key, data), key])
+                seal = session.seal(h.counter, key, data, sent=_sent(tracker))
+                conn.sock.send_multipart([seal, key])
                 continue
             if expected is None or h.kind != Kind.REPLY:
                 continue  # a late reply to an earlier, abandoned request
