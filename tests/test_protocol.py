@@ -333,6 +333,35 @@ def _announce(server: Any, client: Any, key: bytes, data: bytes) -> tuple[int, b
     return counter, header, session
 
 
+def test_a_continue_promises_its_room_until_the_data_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The room a CONTINUE promised counts against the memory limit until the data is in."""
+    from warpstore.server import auth
+
+    server, client = _pair()
+    data = os.urandom(3 << 20)
+    counter, header = client.request(1, b"a", data, staged=True, tag_follows=True)
+    h, session = server.check(header, b"a", None, tag_follows=True)
+    server.stage(session, h, b"a")
+    assert server.held_bytes() == len(data)  # promised, nothing received yet
+    h, session = server.check_staged_data(header, b"a", data)
+    assert server.held_bytes() == 0  # the promise is kept: the data itself is here ...
+    server.hold(session, h, b"a", data)
+    assert server.held_bytes() == len(data)  # ... and counts while it waits for its SEAL
+    server.check_seal(client.seal(counter, b"a", data), b"a")
+    assert server.held_bytes() == 0
+    # a promise whose data never comes (the client died) is forgotten after HELD_S
+    _, header = client.request(1, b"b", data, staged=True, tag_follows=True)
+    h, session = server.check(header, b"b", None, tag_follows=True)
+    server.stage(session, h, b"b")
+    assert server.held_bytes() == len(data)
+    later = auth.time.monotonic() + auth.HELD_S + 1
+    monkeypatch.setattr(auth.time, "monotonic", lambda: later)
+    server.expire_held()
+    assert server.held_bytes() == 0
+
+
 def test_held_data_is_taken_once_with_its_own_seal() -> None:
     from warpstore.server.auth import Refused
     from warpstore.server.protocol import Op, Status, parse_header

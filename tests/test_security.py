@@ -615,6 +615,36 @@ def test_zmq_put_data_is_sent_only_after_the_server_has_room(runtime: Path) -> N
         c.close()
 
 
+def test_two_announcements_cannot_both_take_the_last_room(runtime: Path) -> None:
+    """Room promised by a CONTINUE is taken: a second client is refused before sending."""
+    c = ZMQConnector(timeout=10, memory_limit=4 << 20)
+    first = second = None
+    try:
+        address = c.local_server()["address"]
+        first, second = RawZMQ(address, c._token), RawZMQ(address, c._token)
+        one, other = first.hello(), second.hello()
+        big = bytes(3 << 20)
+        _, announce = one.request(Op.PUT, b"first", big, staged=True)
+        first.send([announce, b"first"])
+        assert first.reply()[:2] == (Kind.CONTINUE, Status.CONTINUE)
+        # nothing is stored yet, but 3 of the 4 MiB are promised: no CONTINUE for 2 MiB
+        _, late = other.request(Op.PUT, b"second", bytes(2 << 20), staged=True)
+        second.send([late, b"second"])
+        assert second.reply()[:2] == (Kind.REPLY, Status.STORE_FULL)
+        first.send([announce, b"first", big])
+        assert first.reply()[:2] == (Kind.REPLY, Status.OK)
+        _, fits = other.request(Op.PUT, b"third", bytes(1 << 20), staged=True)
+        second.send([fits, b"third"])
+        assert second.reply()[:2] == (Kind.CONTINUE, Status.CONTINUE)
+    finally:
+        for raw in (first, second):
+            if raw is not None:
+                raw.close()
+        with contextlib.suppress(Exception):
+            c.stop_server()
+        c.close()
+
+
 def test_zmq_data_sent_before_its_tag_is_stored_only_with_its_seal(server: Any) -> None:
     """ZeroMQ PUTs tag the data while it is sent: the tag follows in a SEAL."""
     c, address = server

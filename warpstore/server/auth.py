@@ -79,6 +79,10 @@ class ServerAuth:
         self._sessions: OrderedDict[bytes, ServerSession] = OrderedDict()
         # TAG_FOLLOWS data waiting for its SEAL: (session, counter) -> (key, data, since)
         self._held: OrderedDict[tuple[bytes, int], tuple[bytes, Any, float]] = OrderedDict()
+        # room promised by a CONTINUE whose data has not come: (session, counter) ->
+        # (bytes, since); counted with the held data, so that two clients announcing at
+        # once cannot both be told there is room for what fits only once
+        self._promised: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def check(
@@ -131,10 +135,15 @@ class ServerAuth:
 
     def stage(self, session: ServerSession, h: Header, key: bytes) -> None:
         """Remember an announced PUT that got CONTINUE: its data may follow, once."""
+        sid = session.sealer.session
         with self._lock:
             session.staged[h.counter] = (bytes(key), h.data_len)
+            self._promised[(sid, h.counter)] = (h.data_len, time.monotonic())
             while len(session.staged) > 16:  # abandoned announcements are forgotten
-                session.staged.pop(next(iter(session.staged)))
+                forgotten = next(iter(session.staged))
+                session.staged.pop(forgotten)
+                self._promised.pop((sid, forgotten), None)
+        self.expire_held()
 
     def check_staged_data(
         self, raw: Any, key: Any, data: Any
@@ -155,6 +164,7 @@ class ServerAuth:
             session = self._authentic_session(h, raw, key)
             if session.staged.pop(h.counter, None) != (bytes(key), h.data_len):
                 raise Refused(Status.REPLAYED, "data of a PUT that got no CONTINUE (or a replay)")
+            self._promised.pop((h.session, h.counter), None)  # the data itself counts now
             self._sessions.move_to_end(h.session)
         return h, session
 
@@ -182,17 +192,24 @@ class ServerAuth:
         self.expire_held()
 
     def held_bytes(self) -> int:
-        """Bytes of data held for their SEALs: stored as soon as the SEAL comes, so the
-        memory limit counts them already (the ZeroMQ server adds them to its table's)."""
+        """Bytes of data held for their SEALs or promised room by a CONTINUE.
+
+        Both are about to be stored, so the memory limit counts them already (the
+        ZeroMQ server adds them to its table's): the check before a CONTINUE and
+        the room it promises are one step on the server's thread.
+        """
         with self._lock:
-            return sum(memoryview(data).nbytes for _, data, _ in self._held.values())
+            held = sum(memoryview(data).nbytes for _, data, _ in self._held.values())
+            return held + sum(nbytes for nbytes, _ in self._promised.values())
 
     def expire_held(self) -> None:
-        """Drop held data older than HELD_S (its client went away before the SEAL)."""
+        """Drop held data and promises older than HELD_S (the client went away)."""
         now = time.monotonic()
         with self._lock:
             while self._held and next(iter(self._held.values()))[2] < now - HELD_S:
                 self._held.popitem(last=False)
+            while self._promised and next(iter(self._promised.values()))[1] < now - HELD_S:
+                self._promised.popitem(last=False)
 
     def check_seal(self, raw: Any, key: Any) -> tuple[Header, ServerSession, Any]:
         """Authenticate a SEAL: ``(header, session, the held data)``, taken once.
