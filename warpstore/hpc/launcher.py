@@ -382,18 +382,23 @@ def _sweep_this_node(manifest: dict[str, Any], runtime_dir: Path) -> dict[str, A
     except OSError as e:
         logger.warning("could not check this node's shared-memory segments: %s", e)
         return {}
+    _log_removed(node, [str(p) for p in removed])
+    return {
+        "node": node,
+        "removed": [str(p) for p in removed],
+        "left": [str(p) for p in left],
+    }
+
+
+def _log_removed(node: str, removed: list[str]) -> None:
+    """One warning per node for the leftovers the teardown removed there (if any)."""
     if removed:
         logger.warning(
             "teardown removed %s left on node %s: %s",
             plural(len(removed), "shared-memory segment"),
-            node_name(),
-            ", ".join(p.name for p in removed),
+            node,
+            ", ".join(Path(p).name for p in removed),
         )
-    return {
-        "node": node_name(),
-        "removed": [str(p) for p in removed],
-        "left": [str(p) for p in left],
-    }
 
 
 def _unreported_nodes(manifest: dict[str, Any], runtime_dir: Path) -> list[str]:
@@ -477,13 +482,7 @@ def _sweep_nodes(
         entry["removed"] += [str(p) for p in data.get("removed", [])]
         entry["left"] = sorted(set(entry["left"]) | {str(p) for p in data.get("left", [])})
     for node, entry in sorted(checked.items()):
-        if entry["removed"]:
-            logger.warning(
-                "teardown removed %s left on node %s: %s",
-                plural(len(entry["removed"]), "shared-memory segment"),
-                node,
-                ", ".join(Path(p).name for p in entry["removed"]),
-            )
+        _log_removed(node, entry["removed"])
     unchecked = [n for n in unreported if n not in checked]
     if unchecked:
         why = f"no answer within {timeout:.0f} s" if timed_out else "no result"
