@@ -340,7 +340,7 @@ class DataSealer:
         ``sent`` (ZeroMQ's TAG_FOLLOWS PUT, whose data is being sent while it
         is tagged): ``sent(timeout)`` waits up to ``timeout`` s and says
         whether the data has left. Until then the pieces are tagged only on
-        CPU the send leaves idle (see :func:`_gmac_pieces_while`), so the tag
+        CPU the send leaves idle (see :func:`_gmac_pieces`), so the tag
         slows the send down as little as it can; the tag is the same.
         """
         view = _data_view(data)
