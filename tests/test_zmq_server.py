@@ -157,6 +157,37 @@ def test_batches_and_concurrent_threads(runtime: Path) -> None:
         c.close()
 
 
+def test_a_reader_that_falls_behind_still_gets_every_reply(runtime: Path) -> None:
+    """A pipeline's replies are never dropped, however far its reader falls behind.
+
+    A ROUTER socket drops, without a word, what a peer's queue cannot take
+    beyond its high-water mark (1000 messages by default): 3000 GETs of 64
+    KiB sent at once and read only later overflow the client's queue, the
+    kernel's buffers and the server's queue together, and every later reply
+    was lost (the request timed out).
+    """
+    c = ZMQConnector(timeout=20, shared_memory=False)
+    raw = None
+    try:
+        data = os.urandom(64 << 10)
+        oid = c.put(data).object_id.encode()
+        raw = RawZMQ(c.local_server()["address"], c._token, timeout_ms=10_000)
+        session = raw.hello()
+        count = 3000
+        for _ in range(count):
+            _, header = session.request(Op.GET, oid, None)
+            raw.send([header, oid])
+        time.sleep(2)  # the server answers all of them meanwhile; nobody reads
+        for i in range(count):
+            kind, status, body, _ = raw.reply()  # RCVTIMEO: zmq.Again if one was dropped
+            assert (kind, status, body) == (Kind.REPLY, Status.OK, data), i
+    finally:
+        if raw is not None:
+            raw.close()
+        stop_all(runtime)
+        c.close()
+
+
 # -- several nodes ---------------------------------------------------------------------
 
 PRODUCER = """

@@ -71,6 +71,11 @@ class ZMQServer:
         self.socket.setsockopt(zmq.ZAP_DOMAIN, b"warpstore")
         self.socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A ROUTER drops, without a word, what a peer's queue cannot take beyond its
+        # high-water mark: a pipeline whose reader falls behind lost its later replies and
+        # timed out (tests/test_zmq_server.py). Replies are zero-copy slices of stored
+        # objects or small, and only admitted token holders get any: no limit.
+        self.socket.setsockopt(zmq.SNDHWM, 0)
         # libzmq drops a connection whose frame header declares more than this, before
         # buffering any of it: nobody, token or not, makes the server hold a frame larger
         # than the largest object it could ever store (before admission: one such frame,
