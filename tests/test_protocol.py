@@ -214,19 +214,47 @@ def test_starved_background_taggers_do_not_hold_the_tag_up(
     big: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the data has left, the caller tags every piece not done, claimed ones too."""
-    import time
-
     starved = _StarvedPool()
     monkeypatch.setattr(protocol, "_gmac_pool", lambda kind="": starved)
-    start = time.monotonic()
-    nonce, tag = DataSealer(TOKEN).tag(b"obj", big, sent=_sent_at_once)
-    assert time.monotonic() - start < 0.4  # not the stalled-send fallback (0.5 s)
+    asked: list[float] = []
+
+    def sent(timeout: float) -> bool:
+        asked.append(timeout)
+        return True
+
+    nonce, tag = DataSealer(TOKEN).tag(b"obj", big, sent=sent)
+    assert asked == [0]  # joined as soon as the data had left, not at the stall fallback
     assert starved.submitted >= 1
     assert tag == reference_tag(TOKEN, b"obj", big, nonce)
     # a send that never finishes, on a node with no idle CPU: the caller joins anyway
     starved.submitted = 0
     nonce, tag = DataSealer(TOKEN).tag(b"obj", big, sent=_never_sent)
     assert tag == reference_tag(TOKEN, b"obj", big, nonce)
+
+
+class _ClosedPool:
+    """A pool that takes no work, as at interpreter shutdown (a put in an atexit handler)."""
+
+    def submit(self, fn: Any) -> None:
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+@pytest.mark.parametrize("sent", [None, _sent_at_once, _never_sent])
+def test_a_pool_that_takes_no_work_leaves_the_tagging_to_the_caller(
+    big: bytes, sent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "_gmac_pool", lambda kind="": _ClosedPool())
+    sealer = DataSealer(TOKEN)
+    asked: list[float] = []
+
+    def recording(timeout: float) -> bool:
+        asked.append(timeout)
+        return bool(sent(timeout))
+
+    nonce, tag = sealer.tag(b"obj", big, sent=None if sent is None else recording)
+    assert asked == []  # no helper started: nothing to wait for, the caller tags at once
+    assert tag == reference_tag(TOKEN, b"obj", big, nonce)
+    assert sealer.verify(b"obj", big, nonce, tag)
 
 
 def test_concurrent_taggers_get_their_own_tags(big: bytes) -> None:

@@ -119,7 +119,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -469,6 +469,19 @@ class _SharedPieces:
         return self.tags  # type: ignore[return-value]  # none is None any more
 
 
+def _helpers(pool: ThreadPoolExecutor, pieces: _SharedPieces, count: int) -> list[Future[None]]:
+    """Up to ``count`` pool threads working on ``pieces``; none if the pool takes no work.
+
+    A pool refuses work once the interpreter is shutting down (a put from an
+    atexit handler) or when it is broken: the caller then tags every piece.
+    """
+    futures: list[Future[None]] = []
+    with contextlib.suppress(RuntimeError):
+        for _ in range(count):
+            futures.append(pool.submit(pieces.work))
+    return futures
+
+
 def _gmac_pieces(
     msg_key: bytes, view: memoryview, n: int, sent: Callable[[float], bool] | None = None
 ) -> list[bytes]:
@@ -487,19 +500,16 @@ def _gmac_pieces(
     pieces = _SharedPieces(msg_key, view, n)
     workers = min(_tag_workers(), n)
     if sent is None:  # normal priority: the others finish their pieces soon, wait for them
-        pool = _gmac_pool()
-        futures = [pool.submit(pieces.work) for _ in range(workers - 1)]
+        futures = _helpers(_gmac_pool(), pieces, workers - 1)
         pieces.work()
         for future in futures:
             future.result()
         return pieces.tags  # type: ignore[return-value]  # all tagged
-    pool = _gmac_pool("idle")
-    for _ in range(workers):
-        pool.submit(pieces.work)
-    join_by = time.monotonic() + max(0.5, len(view) / 1e9)
-    while not pieces.done.wait(_SENT_POLL_S) and time.monotonic() < join_by:
-        if sent(0):
-            break
+    if _helpers(_gmac_pool("idle"), pieces, workers):
+        join_by = time.monotonic() + max(0.5, len(view) / 1e9)
+        while not pieces.done.wait(_SENT_POLL_S) and time.monotonic() < join_by:
+            if sent(0):
+                break
     return pieces.finish()
 
 
